@@ -1,0 +1,292 @@
+"""Gate evaluation: pure, three-valued, and honest about missing data.
+
+Every check answers PASS, FAIL or INCONCLUSIVE with the value, the threshold,
+the sample size behind it and a reason.  No data, NaN, a probe error, too few
+samples or a missing reference are INCONCLUSIVE — never PASS.
+
+For criteria, PASS means the condition holds.  For triggers and alerts the
+condition describes trouble, so FAIL means it holds (the trigger is firing).
+``holds`` carries the raw truth of the condition either way.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import Any
+
+from novactl._units import Dimension, format_duration, format_value
+from novactl.core.observations import Observation, ObsKey, ObsStatus
+from novactl.core.state import RefValue
+from novactl.plan._expr import RefKind, ThresholdKind
+from novactl.plan._model import Check, CheckRole, MetricKind
+
+__all__ = ["CheckResult", "References", "Verdict", "evaluate", "explain", "window_for"]
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+    @property
+    def symbol(self) -> str:
+        return {"pass": "✔", "fail": "✖", "inconclusive": "?"}[self.value]
+
+
+@dataclass(frozen=True)
+class References:
+    """Recorded values relative checks compare against."""
+
+    stable_version: str
+    canary_version: str
+    baseline: Mapping[str, RefValue] = field(default_factory=dict)
+    stages: Mapping[str, Mapping[str, RefValue]] = field(default_factory=dict)
+    stable_available: bool = True  # False after promotion: nothing to compare with
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's answer.  ``reason`` is built on first use (it is only needed
+    when someone reads it), so evaluating thousands of rounds stays cheap."""
+
+    check_id: str
+    role: CheckRole
+    name: str
+    verdict: Verdict
+    holds: bool | None
+    value: float | None
+    threshold: float | None
+    reference: float | None
+    sample_size: float | None
+    events: float | None
+    trials: float | None
+    window: float
+    at: float
+    problem: str = ""  # why the check is inconclusive ("" when it decided)
+    target_met: bool | None = None
+    op: str = ""
+    dimension: Dimension = Dimension.NUMBER
+    relative: str = ""  # the relative threshold as written ("2x baseline")
+
+    @functools.cached_property
+    def reason(self) -> str:
+        return explain(self.brief(), self.op, self.dimension, self.relative)
+
+    def brief(self) -> dict[str, Any]:
+        """The compact form kept in the state for `status` (see :func:`explain`)."""
+        out: dict[str, Any] = {"verdict": self.verdict, "window": self.window}
+        if self.problem:
+            out["problem"] = self.problem
+        if self.holds is not None:
+            out["holds"] = self.holds
+        for name in ("value", "threshold", "reference", "sample_size", "target_met"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value if not isinstance(value, float) or math.isfinite(value) \
+                    else str(value)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(x: float | None) -> float | str | None:
+            if x is None or math.isfinite(x):
+                return x
+            return str(x)
+
+        return {
+            "check": self.check_id,
+            "role": self.role.value,
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "holds": self.holds,
+            "value": clean(self.value),
+            "threshold": clean(self.threshold),
+            "reference": clean(self.reference),
+            "sample_size": clean(self.sample_size),
+            "events": clean(self.events),
+            "trials": clean(self.trials),
+            "window": self.window,
+            "at": self.at,
+            "reason": self.reason,
+            "target_met": self.target_met,
+        }
+
+
+def explain(brief: dict[str, Any], op: str, dimension: Dimension, relative: str = "") -> str:
+    """Human text for a result: ``0.04% < 0.1% over 5m, n=12,034``."""
+    problem = brief.get("problem")
+    if problem:
+        return str(problem)
+    value, threshold = brief.get("value"), brief.get("threshold")
+    if value is None or threshold is None:
+        return "no result"
+    holds = brief.get("holds")
+    relation = op if holds in (True, None) else _negate(op)
+    text = f"{format_value(_f(value), dimension)} {relation} {format_value(_f(threshold), dimension)}"
+    reference = brief.get("reference")
+    if reference is not None and relative:
+        text += f" ({relative} = {format_value(_f(reference), dimension)})"
+    text += f" over {format_duration(brief.get('window', 0.0))}"
+    size = brief.get("sample_size")
+    if size is not None:
+        text += f", n={_f(size):,.0f}"
+    return text
+
+
+def _f(value: Any) -> float:
+    return float(value)
+
+
+def window_for(check: Check, eval_window: float) -> float:
+    """The window a check is measured over: its ``over``, the metric's, or the evaluation's."""
+    if check.condition.over is not None:
+        return check.condition.over
+    if check.metric.window is not None:
+        return check.metric.window
+    return eval_window
+
+
+def subject_version(check: Check, refs: References) -> str | None:
+    if check.metric.scope == "global":
+        return None
+    return refs.stable_version if check.condition.subject == "stable" else refs.canary_version
+
+
+def _key(metric: str, version: str | None, window: float) -> ObsKey:
+    return (metric, version, int(round(window)))
+
+
+def evaluate(
+    check: Check,
+    observations: Mapping[ObsKey, Observation],
+    refs: References,
+    eval_window: float,
+    now: float,
+) -> CheckResult:
+    """Evaluate one check against this round's observations.  Pure."""
+    window = window_for(check, eval_window)
+    version = subject_version(check, refs)
+    metric = check.metric
+    dim = check.dimension
+    cond = check.condition
+
+    relative = ""
+    if cond.threshold.kind is not ThresholdKind.ABSOLUTE:
+        relative = cond.threshold.describe(dim)
+
+    def result(holds: bool | None, problem: str = "", value: float | None = None,
+               threshold: float | None = None, reference: float | None = None,
+               obs: Observation | None = None) -> CheckResult:
+        if holds is None:
+            verdict = Verdict.INCONCLUSIVE
+        elif check.trigger:
+            verdict = Verdict.FAIL if holds else Verdict.PASS
+        else:
+            verdict = Verdict.PASS if holds else Verdict.FAIL
+        target_met = None
+        if check.target is not None and value is not None and math.isfinite(value):
+            target_met = check.target.met(value)
+        return CheckResult(
+            check_id=check.id,
+            role=check.role,
+            name=check.name,
+            verdict=verdict,
+            holds=holds,
+            value=value,
+            threshold=threshold,
+            reference=reference,
+            sample_size=obs.sample_size if obs else None,
+            events=obs.events if obs else None,
+            trials=obs.trials if obs else None,
+            window=window,
+            at=now,
+            problem=problem,
+            target_met=target_met,
+            op=cond.op,
+            dimension=dim,
+            relative=relative,
+        )
+
+    obs = observations.get(_key(cond.metric, version, window))
+    if obs is None:
+        return result(None, "not measured this round")
+    problem = _unusable(obs, check.min_samples)
+    if problem:
+        return result(None, problem, obs.value if obs.usable else None, obs=obs)
+    value = float(obs.value)  # type: ignore[arg-type]
+
+    threshold_spec = cond.threshold
+    reference: float | None = None
+    if threshold_spec.kind is ThresholdKind.ABSOLUTE:
+        threshold = threshold_spec.value
+    else:
+        ref = threshold_spec.reference
+        assert ref is not None
+        ref_value, why = _reference_value(check, ref.kind, ref.stage, observations, refs, window,
+                                          obs)
+        if ref_value is None:
+            return result(None, why, value, obs=obs)
+        reference = ref_value
+        threshold = threshold_spec.resolve(ref_value)
+        assert threshold is not None
+
+    return result(cond.holds(value, threshold), "", value, threshold, reference, obs)
+
+
+def _unusable(obs: Observation, min_samples: int) -> str:
+    if obs.status is ObsStatus.ERROR:
+        return f"probe error: {obs.reason or 'unknown'}"
+    if obs.status is ObsStatus.NO_DATA:
+        return f"no data: {obs.reason or 'empty result'}"
+    if obs.value is None or not math.isfinite(obs.value):
+        return f"no data: value is {obs.value!r}"
+    if min_samples > 0:
+        size = obs.sample_size
+        if size is None:
+            return f"sample size unknown (need ≥ {min_samples:,})"
+        if size < min_samples:
+            return f"only {size:,.0f} samples (need ≥ {min_samples:,})"
+    return ""
+
+
+def _reference_value(
+    check: Check,
+    kind: RefKind,
+    stage: str | None,
+    observations: Mapping[ObsKey, Observation],
+    refs: References,
+    window: float,
+    obs: Observation,
+) -> tuple[float | None, str]:
+    metric = check.metric
+    name = check.condition.metric
+    if kind is RefKind.STABLE:
+        if not refs.stable_available:
+            return None, "no stable version to compare with after promotion"
+        ref_obs = observations.get(_key(name, refs.stable_version, window))
+        if ref_obs is None:
+            return None, "stable not measured this round"
+        problem = _unusable(ref_obs, check.min_samples)
+        if problem:
+            return None, f"stable: {problem}"
+        return float(ref_obs.value), ""  # type: ignore[arg-type]
+    if kind is RefKind.BASELINE:
+        recorded = refs.baseline.get(name)
+        if recorded is None:
+            return None, f"no baseline recorded for {name}"
+        value = recorded.value
+        if metric.kind is MetricKind.COUNT and recorded.window > 0 and obs.window > 0:
+            value = value * (obs.window / recorded.window)  # same rate, this window
+        return value, ""
+    recorded_stage = refs.stages.get(stage or "", {})
+    recorded = recorded_stage.get(name)
+    if recorded is None:
+        return None, f"no value recorded for {name} in stage {stage!r}"
+    return recorded.value, ""
+
+
+def _negate(op: str) -> str:
+    return {"<": "≥", "<=": ">", ">": "≤", ">=": "<", "==": "≠", "!=": "="}[op]
