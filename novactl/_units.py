@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 __all__ = [
     "Dimension",
@@ -86,7 +86,7 @@ def format_duration(seconds: float | None) -> str:
     elif seconds < 60 and seconds != int(seconds):
         text = f"{seconds:.1f}s"
     else:
-        rest = int(round(seconds))
+        rest = round(seconds)
         parts = []
         for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
             if rest >= size:
@@ -98,7 +98,7 @@ def format_duration(seconds: float | None) -> str:
 
 def prom_duration(seconds: float) -> str:
     """A duration in Prometheus range-selector syntax (whole seconds, at least 1s)."""
-    return f"{max(1, int(math.ceil(seconds)))}s"
+    return f"{max(1, math.ceil(seconds))}s"
 
 
 def format_value(value: float | None, dimension: Dimension | str) -> str:

@@ -97,7 +97,7 @@ class AdapterSet:
             if adapter is not None and hasattr(adapter, "close"):
                 try:
                     adapter.close()
-                except Exception:  # noqa: S110 - closing must never mask the real outcome
+                except Exception:
                     pass
 
 
@@ -163,7 +163,7 @@ class Executor:
                 "version": request.version or "",
                 "role": request.role or "",
                 "window": prom_duration(request.window),
-                "window_seconds": int(math.ceil(request.window)),
+                "window_seconds": math.ceil(request.window),
                 "stage": stage or "",
                 "service": plan.spec.service,
             })
@@ -197,8 +197,8 @@ class Executor:
             except Exception as exc:
                 return Observation.error(request.metric, request.version, request.window,
                                          query.at, f"{type(exc).__name__}: {exc}", source)
-            if (obs.metric, obs.version, int(round(obs.window))) != (
-                    request.metric, request.version, int(round(request.window))):
+            if (obs.metric, obs.version, round(obs.window)) != (
+                    request.metric, request.version, round(request.window)):
                 # a probe must answer the question asked; keep the key consistent
                 obs = Observation(request.metric, request.version, obs.status, obs.value,
                                   obs.events, obs.trials, obs.samples, request.window, obs.at,
@@ -306,7 +306,7 @@ class Runner:
         now = self.clock.now()
         if state is None:
             state = machine.new_state(self.plan, uuid.uuid4().hex[:12], now)
-            self.store.save_plan(self.plan.model_dump(mode="json", by_alias=True))
+            self.store.save_plan(self.plan.snapshot())
             self.store.save(state)
             self._audit(state, "rollout.created", f"plan {self.plan.source} "
                         f"(digest {self.plan.digest})", actor=self.actor, before=None)
@@ -318,7 +318,7 @@ class Runner:
         elif state.plan_digest != self.plan.digest:
             before = state.plan_digest
             state.plan_digest = self.plan.digest
-            self.store.save_plan(self.plan.model_dump(mode="json", by_alias=True))
+            self.store.save_plan(self.plan.snapshot())
             self.store.save(state)
             self._audit(state, "plan.changed", f"plan {self.plan.source} changed "
                         f"({before} → {self.plan.digest}); the new plan applies from now",
@@ -407,7 +407,6 @@ class Runner:
             self.executor.execute(Action(ActionKind.SET_WEIGHT, "rollback",
                                          "rollback requested during a shift", weight=0.0))
         before = _summary(state)
-        old_phase = state.phase
         decision: Decision = machine.apply(self.plan, state, action, outcome, self.clock.now(),
                                            copy=False)
         new = decision.state
@@ -424,8 +423,7 @@ class Runner:
             })
             self.observer.on_results(decision.results, new)
         self._record_events(new, decision.events, events)
-        if mutating or self._dirty or decision.results or new.phase != old_phase:
-            self._save(new)
+        self._save(new)  # every outcome changes the state (a step, a poll time, results)
         if mutating:
             verb = "done" if outcome.ok else "failed"
             self._audit(new, f"{verb}.{action.kind.value}",
@@ -493,7 +491,7 @@ class Runner:
             self._save(state)
 
     def _audit(self, state: RolloutState, action: str, reason: str, *, actor: str,
-               before: dict[str, Any] | None | bool = False,
+               before: dict[str, Any] | bool | None = False,
                details: dict[str, Any] | None = None) -> None:
         now = self.clock.now()
         record: dict[str, Any] = {

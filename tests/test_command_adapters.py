@@ -266,7 +266,8 @@ def test_unconfigured_workload_operations(base: Path) -> None:
     with pytest.raises(WorkloadError, match="no scale command configured"):
         wl.scale("canary", 3)
     wl.retire("v2.9.0")
-    wl.promote("v3.0.0", None)
+    with pytest.raises(WorkloadError, match="no promote command configured"):
+        wl.promote("v3.0.0", None)
     assert calls(base) == []
     ready = wl.ready("canary")
     assert ready.ready is True and "no ready command" in ready.message

@@ -100,5 +100,6 @@ def create(kind: str, type_name: str, name: str, config: dict[str, Any], context
     config_model = getattr(cls, "Config", None)
     parsed: Any = config
     if config_model is not None:
-        parsed = config_model.model_validate(config)
+        variables = dict(getattr(context, "variables", {}) or {})
+        parsed = config_model.model_validate(config, context={"variables": variables})
     return cls(name, parsed, context)

@@ -37,8 +37,9 @@ Placeholders
     "common" (workload) is canary_version, stable_version, service, the keys
     of the acting role's ``roles`` entry (``{{deployment}}``) and every role's
     keys prefixed with its name (``{{canary_deployment}}``, ``{{stable_deployment}}``).
-    Plan variables are filled in by the plan loader before the config is
-    validated.  A weight is rendered without a useless decimal (``10``, not
+    Plan variables (``spec.variables``, ``--var``) are filled in by the
+    adapter itself, after splitting, like every other value; they are also
+    allowed in ``cwd``.  A weight is rendered without a useless decimal (``10``, not
     ``10.0``); ``replicas`` is empty when the plan leaves it unset.
     Unknown names are configuration errors (``novactl validate`` reports them).
     ``{{...}}`` that is not a plain name (a kubectl go-template such as
@@ -281,6 +282,10 @@ def _context_names(info: ValidationInfo) -> tuple[str, ...]:
 class _CommandAdapter(Adapter):
     """Runs templated commands; subclasses say which error class they raise."""
 
+    # the loader must not paste plan variables into our templates: we fill them
+    # in per argument ourselves, which keeps a value from becoming syntax
+    renders_variables: ClassVar[bool] = True
+
     error: ClassVar[type[AdapterError]] = AdapterError
     kind: ClassVar[str] = ""
 
@@ -317,7 +322,11 @@ class _CommandAdapter(Adapter):
 
     def _cwd(self) -> Path:
         base = Path(self.context.base_dir)
-        return (base / self.config.cwd) if self.config.cwd else base
+        if not self.config.cwd:
+            return base
+        from novactl.plan._load import render_vars
+
+        return base / render_vars(self.config.cwd, self.context.variables)
 
     def _mask(self, text: str) -> str:
         for value in self.config.env.values():
@@ -473,7 +482,8 @@ class CommandWorkload(_CommandAdapter):
         deploy: str = Field(description="Runs {{version}} in {{role}} (with {{replicas}}).")
         scale: str | None = Field(None, description="Scales {{role}} to {{replicas}}.")
         ready: str | None = Field(None, description="Exit 0 when {{role}} is ready; none: ready.")
-        promote: str | None = Field(None, description="Makes {{version}} the stable.")
+        promote: str | None = Field(None, description="Makes {{version}} the stable "
+                                    "(none: promotion fails loudly).")
         retire: str | None = Field(None, description="Removes {{version}}; none: no-op.")
 
         @field_validator("roles")
@@ -564,9 +574,9 @@ class CommandWorkload(_CommandAdapter):
 
     def promote(self, version: str, replicas: int | None) -> None:
         template = self.config.promote
-        if template is None:  # explicit no-op: the deploy scripts own promotion
-            self.context.log("workload: promote: no promote command configured; nothing run")
-            return
+        if template is None:  # never report a promotion that did not happen
+            raise self.error("promote: no promote command configured (if your deploy scripts "
+                             "already promote, say so with promote: \"true\")")
         count = "" if replicas is None else str(int(replicas))
         values = {**self._role_values("stable", template), "version": version,
                   "replicas": count}

@@ -122,10 +122,7 @@ class _WorldAdapter(Adapter):
         super().__init__(name, config, context)
         if world is None:
             key = str(getattr(config, "world", None) or f"memory:{id(self)}")
-            if key.startswith("memory:"):
-                world = FakeWorld()
-            else:
-                world = FakeWorld(key)
+            world = FakeWorld() if key.startswith("memory:") else FakeWorld(key)
         self.world = world
 
     def _call(self, op: str, action: Callable[[], Any]) -> Any:

@@ -15,7 +15,7 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Any
 
 from novactl._units import Dimension, format_duration, format_value
@@ -125,7 +125,8 @@ def explain(brief: dict[str, Any], op: str, dimension: Dimension, relative: str 
         return "no result"
     holds = brief.get("holds")
     relation = op if holds in (True, None) else _negate(op)
-    text = f"{format_value(_f(value), dimension)} {relation} {format_value(_f(threshold), dimension)}"
+    shown = format_value(_f(threshold), dimension)
+    text = f"{format_value(_f(value), dimension)} {relation} {shown}"
     reference = brief.get("reference")
     if reference is not None and relative:
         text += f" ({relative} = {format_value(_f(reference), dimension)})"
@@ -156,7 +157,7 @@ def subject_version(check: Check, refs: References) -> str | None:
 
 
 def _key(metric: str, version: str | None, window: float) -> ObsKey:
-    return (metric, version, int(round(window)))
+    return (metric, version, round(window))
 
 
 def evaluate(
@@ -169,7 +170,6 @@ def evaluate(
     """Evaluate one check against this round's observations.  Pure."""
     window = window_for(check, eval_window)
     version = subject_version(check, refs)
-    metric = check.metric
     dim = check.dimension
     cond = check.condition
 

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from novactl._errors import InputError
 from novactl._units import format_duration, format_value
 from novactl.core.actions import Action, ActionKind, Decision, Event, ObsRequest, Outcome, Wait
-from novactl.core.gates import CheckResult, References, Verdict, evaluate, subject_version, window_for
+from novactl.core.gates import (
+    CheckResult,
+    References,
+    Verdict,
+    evaluate,
+    subject_version,
+    window_for,
+)
 from novactl.core.observations import Observation, ObsKey
 from novactl.core.state import (
     AbortRequest,
@@ -276,7 +283,7 @@ def _enter_stage(ctx: _Ctx, index: int) -> None:
 
 
 def _step_stage(ctx: _Ctx) -> Action | Wait | None:
-    s, plan, now = ctx.s, ctx.plan, ctx.now
+    s, plan = ctx.s, ctx.plan
     stage = ctx.stage
     workload = plan.spec.workload
     if s.step == "deploy":
@@ -332,7 +339,7 @@ def _next_step(ctx: _Ctx, step: str) -> None:
 
 
 def _retrying(ctx: _Ctx, timeout: float, poll: float, *, give_up: bool = True
-              ) -> Wait | None | bool:
+              ) -> Wait | bool | None:
     """After a failed attempt, what to do instead of trying again right now:
     a Wait until the next try; None if it gave up (a rollback has started, the
     caller returns None); False to go ahead and try now."""
@@ -400,7 +407,7 @@ def _requests(ctx: _Ctx, checks: Iterable[Check], eval_window: float) -> tuple[O
             role = "canary" if version == ctx.s.canary_version else "stable"
             if ctx.s.phase in (Phase.PROMOTED,):
                 role = "stable"
-        key = (metric, version, int(round(window)))
+        key = (metric, version, round(window))
         seen.setdefault(key, ObsRequest(metric, version, role, window))
 
     for check in checks:
@@ -439,7 +446,7 @@ def _references(ctx: _Ctx) -> References:
 
 def _try_advance(ctx: _Ctx) -> bool | Wait | None:
     """True if the stage advanced; a Wait when a human must act; None to keep baking."""
-    s, plan, now = ctx.s, ctx.plan, ctx.now
+    s, now = ctx.s, ctx.now
     stage = ctx.stage
     rec = ctx.record
     start = rec.bake_started_at or now
@@ -789,9 +796,7 @@ def _apply_ready(ctx: _Ctx, action: Action, outcome: Outcome) -> None:
     if s.phase is Phase.STAGE:
         header = ctx.plan.spec.traffic.debug_header
         _next_step(ctx, "header" if header is not None and not s.header_route else "shift")
-    elif s.phase is Phase.PROMOTING:
-        _next_step(ctx, "shift")
-    elif s.phase is Phase.ROLLING_BACK:
+    elif s.phase is Phase.PROMOTING or s.phase is Phase.ROLLING_BACK:
         _next_step(ctx, "shift")
 
 
@@ -939,7 +944,7 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
     for obs in observations:
         metric = plan.spec.metrics.get(obs.metric)
         natural = metric.window if metric and metric.window is not None else eval_window
-        if int(round(obs.window)) != int(round(natural)):
+        if round(obs.window) != round(natural):
             continue
         key = f"{obs.metric}@{obs.version or '*'}"
         rec.metrics.setdefault(key, Aggregate()).add(obs)
@@ -1008,7 +1013,8 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
             return
         if not s.triggers[check.id].acknowledged:
             s.triggers[check.id].acknowledged = True
-            ctx.emit("alert.critical", "critical", f"Rollback trigger after the window: {check.name}",
+            ctx.emit("alert.critical", "critical",
+                     f"Rollback trigger after the window: {check.name}",
                      f"{result.reason}; the rollback window is closed: act by hand",
                      check=check.id)
 
@@ -1228,7 +1234,7 @@ def pause(plan: Plan, state: RolloutState, reason: str, by: str, now: float) -> 
     return CommandResult(ctx.s, ctx.events)
 
 
-def resume(plan: Plan, state: RolloutState, by: str, now: float, reason: str = ""
+def resume(plan: Plan, state: RolloutState, by: str, now: float, note: str = ""
            ) -> CommandResult:
     ctx = _command(plan, state, now)
     s = ctx.s
@@ -1242,11 +1248,11 @@ def resume(plan: Plan, state: RolloutState, by: str, now: float, reason: str = "
     if was.kind == "baseline":
         s.baseline_started_at = now
     ctx.emit("rollout.resumed", "info", f"Rollout {plan.name} resumed",
-             f"{by}{': ' + reason if reason else ''} (was paused: {was.reason})", actor=by)
+             f"{by}{': ' + note if note else ''} (was paused: {was.reason})", actor=by)
     return CommandResult(s, ctx.events)
 
 
-def signal(plan: Plan, state: RolloutState, name: str, by: str, now: float, reason: str = ""
+def signal(plan: Plan, state: RolloutState, name: str, by: str, now: float, note: str = ""
            ) -> CommandResult:
     ctx = _command(plan, state, now)
     spec = plan.spec.signals.get(name)
@@ -1255,9 +1261,9 @@ def signal(plan: Plan, state: RolloutState, name: str, by: str, now: float, reas
         raise InputError(f"unknown signal {name!r} (plan signals: {known})")
     if ctx.s.phase.terminal:
         raise InputError(f"the rollout has ended ({ctx.s.phase.value})")
-    ctx.s.signals.append(RaisedSignal(name, spec.action, by, now, reason))
+    ctx.s.signals.append(RaisedSignal(name, spec.action, by, now, note))
     ctx.emit("signal.raised", "warning" if spec.action != "notify" else "info",
-             f"Signal {name} raised ({spec.action})", reason, actor=by, signal=name,
+             f"Signal {name} raised ({spec.action})", note, actor=by, signal=name,
              notify=False)
     return CommandResult(ctx.s, ctx.events)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 __all__ = ["ObsKey", "ObsStatus", "Observation", "ProbeQuery"]
 
@@ -43,7 +43,7 @@ class Observation:
 
     @property
     def key(self) -> ObsKey:
-        return (self.metric, self.version, int(round(self.window)))
+        return (self.metric, self.version, round(self.window))
 
     @property
     def sample_size(self) -> float | None:
@@ -124,4 +124,4 @@ class ProbeQuery:
 
     @property
     def key(self) -> ObsKey:
-        return (self.metric, self.version, int(round(self.window)))
+        return (self.metric, self.version, round(self.window))

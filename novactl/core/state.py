@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import pickle
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Any
 
 from novactl.core._serde import from_jsonable, to_jsonable

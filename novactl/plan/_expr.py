@@ -22,7 +22,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 from novactl._units import Dimension, format_duration, format_value
 
@@ -30,8 +30,8 @@ __all__ = [
     "OPS",
     "Condition",
     "ExprError",
-    "Reference",
     "RefKind",
+    "Reference",
     "Target",
     "Threshold",
     "ThresholdKind",

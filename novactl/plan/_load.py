@@ -86,6 +86,7 @@ def load_plan_text(text: str, source: str = "<plan>",
 
     compile_checks(plan)
     plan._source = source
+    plan._text = text
     plan._digest = hashlib.sha256(
         json.dumps(plan.model_dump(mode="json", by_alias=True), sort_keys=True,
                    default=str).encode()
@@ -137,18 +138,45 @@ def _apply_variables(spec: dict[str, Any], overrides: Mapping[str, str],
                 else:
                     walk(value, (*path, i))
 
-    # adapter configs and URLs take plan variables; queries are rendered at run time
-    for section in ("traffic", "workload"):
-        if isinstance(spec.get(section), dict):
-            walk(spec[section], ("spec", section))
-    for section in ("probes",):
-        if isinstance(spec.get(section), dict):
-            walk(spec[section], ("spec", section))
+    # adapter configs and URLs take plan variables; queries are rendered at run time.
+    # Adapters that fill in variables themselves (command templates, where a value
+    # must stay one argument) get their config untouched.
+    def adapter(kind: str, node: Any, path: tuple[str | int, ...]) -> None:
+        if not isinstance(node, dict):
+            return
+        if _renders_variables(kind, node.get("type")):
+            for key in node:
+                if key != "config":
+                    value = node[key]
+                    if isinstance(value, str):
+                        node[key] = render_vars(value, values)
+                    else:
+                        walk(value, (*path, key))
+            return
+        walk(node, path)
+
+    for kind, section in (("traffic", "traffic"), ("workload", "workload")):
+        adapter(kind, spec.get(section), ("spec", section))
+    if isinstance(spec.get("probes"), dict):
+        for name, node in spec["probes"].items():
+            adapter("probe", node, ("spec", "probes", name))
     notifications = spec.get("notifications")
     if isinstance(notifications, dict) and isinstance(notifications.get("targets"), dict):
-        walk(notifications["targets"], ("spec", "notifications", "targets"))
+        for name, node in notifications["targets"].items():
+            adapter("notifier", node, ("spec", "notifications", "targets", name))
     if isinstance(spec.get("dashboards"), list):
         walk(spec["dashboards"], ("spec", "dashboards"))
+
+
+def _renders_variables(kind: str, type_name: object) -> bool:
+    if not isinstance(type_name, str):
+        return False
+    from novactl.adapters._registry import load_class
+
+    try:
+        return bool(getattr(load_class(kind, type_name), "renders_variables", False))
+    except Exception:  # unknown types are reported later, with their position
+        return False
 
 
 # ---------------------------------------------------------------- pydantic errors
@@ -189,10 +217,9 @@ def _strip_type_tags(loc: tuple[Any, ...], raw: Any) -> tuple[str | int, ...]:
     kept: list[str | int] = []
     node = raw
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            kept.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             kept.append(part)
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and (
@@ -215,7 +242,8 @@ def _message(error: Mapping[str, Any], path: tuple[str | int, ...]) -> tuple[str
         hint = ""
         if allowed:
             close = difflib.get_close_matches(str(name), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+            hint = (f" (did you mean {close[0]!r}?)" if close
+                    else f" (allowed: {', '.join(allowed)})")
         return f"unknown field {name!r}{hint}", None
     if kind == "missing":
         return f"required field {path[-1]!r} is missing" if path else "missing", None
@@ -263,7 +291,8 @@ def _unwrap(annotation: Any) -> Any:
                   if isinstance(a, type) and issubclass(a, BaseModel)]
         if len(models) == 1:
             return models[0]
-        containers = [a for a in typing.get_args(annotation) if typing.get_origin(a) in (list, dict)]
+        containers = [a for a in typing.get_args(annotation)
+                      if typing.get_origin(a) in (list, dict)]
         if len(containers) == 1:
             return containers[0]
     return annotation
@@ -310,7 +339,8 @@ def _adapter_issues(plan: Plan) -> list[tuple[tuple[str | int, ...], str]]:
         if config_model is None:
             continue
         try:
-            config_model.model_validate(adapter_spec.config)
+            config_model.model_validate(adapter_spec.config,
+                                        context={"variables": dict(spec.variables)})
         except ValidationError as exc:
             for sub, message, _offset in _translate(exc, adapter_spec.config):
                 if message.startswith("unknown field"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -81,7 +81,7 @@ Duration = Annotated[
 
 @dataclass(frozen=True)
 class DurationRange:
-    """``7d`` (minimum, no maximum) or ``7d..14d`` (minimum to advance, maximum before escalation)."""
+    """``7d`` (a minimum) or ``7d..14d`` (minimum to advance, maximum before escalation)."""
 
     min: float
     max: float | None = None
@@ -126,7 +126,8 @@ def _condition(value: object) -> Condition:
     if isinstance(value, Condition):
         return value
     if not isinstance(value, str):
-        raise ValueError(f"expected an expression string such as 'error_rate < 0.1%', got {value!r}")
+        raise ValueError("expected an expression string such as 'error_rate < 0.1%', "
+                         f"got {value!r}")
     return parse_condition(value)
 
 
@@ -307,7 +308,8 @@ class AlertSpec(CheckSpec):
 
 
 class Criteria(Base):
-    mandatory: list[CheckSpec] = Field(default_factory=list, description="All must hold to advance.")
+    mandatory: list[CheckSpec] = Field(default_factory=list,
+                                       description="All must hold to advance.")
     desirable: list[CheckSpec] = Field(default_factory=list, description="Reported; warn only.")
 
 
@@ -342,7 +344,8 @@ class StageSpec(CheckGroup):
         None, description="Mandatory criteria must hold this long without a break "
         "(default: the minimum duration)."
     )
-    interval: Duration | None = Field(None, description="Evaluation interval (default: spec.defaults).")
+    interval: Duration | None = Field(None,
+                                      description="Evaluation interval (default: spec.defaults).")
     approval: ApprovalSpec | None = None
     notify: list[str] = Field(default_factory=list, description="Extra targets for this stage.")
     announce: list[Announcement] = Field(default_factory=list, description="Sent when it starts.")
@@ -501,6 +504,7 @@ class Plan(Base):
 
     _source: str = PrivateAttr("<plan>")
     _digest: str = PrivateAttr("")
+    _text: str = PrivateAttr("")
 
     @property
     def name(self) -> str:
@@ -513,6 +517,11 @@ class Plan(Base):
     @property
     def digest(self) -> str:
         return self._digest
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the state directory keeps, so a rollback works even if the file breaks."""
+        return {"source": self._source, "digest": self._digest, "text": self._text,
+                "variables": {k: str(v) for k, v in self.spec.variables.items()}}
 
     @property
     def stages(self) -> list[StageSpec]:
@@ -803,7 +812,8 @@ def semantic_issues(plan: Plan) -> list[Issue]:
         for i, item in enumerate(getattr(spec.report, section)):
             if item.metric not in spec.metrics:
                 issues.append((("spec", "report", section, i, "metric"),
-                               f"unknown metric {item.metric!r}{_suggest(item.metric, spec.metrics)}"))
+                               f"unknown metric {item.metric!r}"
+                               f"{_suggest(item.metric, spec.metrics)}"))
 
     for name in spec.signals:
         if not re.match(_NAME, name):
@@ -857,7 +867,8 @@ def _check_issues(
     if ref is not None and ref.kind is RefKind.STAGE:
         target_index = stage_names.get(ref.stage or "")
         if target_index is None:
-            issues.append((at, f"unknown stage {ref.stage!r}{_suggest(ref.stage or '', stage_names)}"))
+            issues.append((at, f"unknown stage {ref.stage!r}"
+                               f"{_suggest(ref.stage or '', stage_names)}"))
         elif index is None or target_index >= index:
             issues.append((at, f"stage {ref.stage!r} does not come before this stage"))
         if metric.kind is MetricKind.COUNT:
@@ -878,7 +889,7 @@ def _check_issues(
                 ))
                 break
     target = check_spec.parsed_target
-    if target is not None and target.dimension is not None and target.dimension is not metric.dimension:
+    if target is not None and target.dimension not in (None, metric.dimension):
         issues.append(((*path, "target"),
                        f"{cond.metric} measures a {metric.dimension} but the target is a "
                        f"{target.dimension}"))

@@ -81,11 +81,9 @@ def _append_line(path: Path, record: dict[str, Any], *, sync: bool) -> None:
 
 
 def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
-    try:
-        handle = open(path, encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         return
-    with handle:
+    with open(path, encoding="utf-8") as handle:
         for raw in handle:
             raw = raw.strip()
             if not raw:

@@ -56,7 +56,7 @@ class MemoryStore:
         if self._state is None:
             return None
         if isinstance(self._state, bytes):
-            return pickle.loads(self._state)  # noqa: S301 - our own bytes, never external
+            return pickle.loads(self._state)
         return RolloutState.from_dict(json.loads(self._state))
 
     def save(self, state: RolloutState) -> None:

@@ -1,0 +1,110 @@
+"""Options and helpers shared by the commands.  Only typer and the stdlib at import time."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from novactl.plan import Plan
+    from novactl.runner import Runner
+    from novactl.store import LocalStore
+
+
+class Output(StrEnum):
+    text = "text"
+    json = "json"
+
+
+PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="The rollout plan (YAML).",
+                                         show_default=False)]
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", envvar="NOVACTL_STATE_DIR", show_default=False,
+                 help="State directory (default: .novactl/<plan name> beside the plan)."),
+]
+VarOpt = Annotated[
+    list[str] | None,
+    typer.Option("--var", metavar="KEY=VALUE", show_default=False,
+                 help="Set a plan variable (repeatable)."),
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="Output format.")]
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", envvar="NOVACTL_ACTOR", show_default=False,
+                 help="Who is acting (default: user@host); recorded in the audit log."),
+]
+LockWaitOpt = Annotated[
+    str, typer.Option("--lock-wait", metavar="DURATION",
+                      help="How long to wait for another novactl to release the lock.")
+]
+
+
+def parse_vars(pairs: list[str] | None) -> dict[str, str]:
+    from novactl._errors import InputError
+
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--var {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def duration(text: str, option: str) -> float:
+    from novactl._errors import InputError
+    from novactl._units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise InputError(f"{option}: {exc}") from None
+
+
+def load(plan_path: Path, variables: list[str] | None = None) -> Plan:
+    from novactl.plan import load_plan
+
+    return load_plan(plan_path, parse_vars(variables))
+
+
+def state_dir_for(plan: Plan, override: Path | None) -> Path:
+    if override is not None:
+        return override
+    base = Path(plan.source).parent
+    if plan.spec.state.path:
+        return base / plan.spec.state.path
+    return base / ".novactl" / plan.name
+
+
+def open_store(plan: Plan, override: Path | None) -> LocalStore:
+    from novactl.store import LocalStore
+
+    return LocalStore(state_dir_for(plan, override))
+
+
+def actor(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        user = getpass.getuser()
+    except Exception:  # pragma: no cover - containers without a passwd entry
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def make_runner(plan: Plan, store: Any, *, by: str | None = None, observer: Any = None,
+                lock_wait: float = 0.0, clock: Any = None) -> Runner:
+    from novactl.runner import AdapterSet, Runner, context_for
+
+    context = context_for(plan, clock=clock, state_dir=getattr(store, "path", None))
+    adapters = AdapterSet(plan, context)
+    return Runner(plan, store, adapters, clock=context.clock,
+                  actor=f"novactl ({actor(by)})", observer=observer, parallel=8,
+                  lock_wait=lock_wait)

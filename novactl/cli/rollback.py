@@ -1,0 +1,182 @@
+"""novactl rollback PLAN --reason R
+
+Rollback has to work when everything else is broken, so it is built to need
+as little as possible:
+
+1. Traffic first.  Before any lock, state or probe is touched, the router is
+   told to send 0% to the canary and asked what it now has.  If the plan file
+   no longer loads, the copy saved when the rollout started is used.
+2. Then the record.  Under the lock, the rollback is requested through the
+   state machine, which re-applies and verifies the weight, scales the canary
+   down (or puts the old version back after a promotion) and writes the audit
+   log.  If another novactl holds the lock, the request is queued in the
+   state directory and that process carries it out before anything else.
+
+It is idempotent: running it again re-verifies the weight and succeeds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from novactl.cli._common import (
+    ByOpt,
+    LockWaitOpt,
+    PlanArg,
+    StateDirOpt,
+    VarOpt,
+    actor,
+    duration,
+    make_runner,
+    parse_vars,
+    state_dir_for,
+)
+from novactl.cli._terminal import term
+
+
+def command(
+    plan: PlanArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded and notified).",
+                                        show_default=False)],
+    by: ByOpt = None,
+    to_version: Annotated[str | None, typer.Option(
+        "--to-version", help="The version to return to; must be the plan's stable version. "
+        "Needs --yes.", show_default=False)] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --to-version or --force.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Roll back even after the rollback "
+                                        "window closed (needs --yes).")] = False,
+    timeout: Annotated[str, typer.Option("--timeout", metavar="DURATION",
+                                         help="Give up waiting for the rollback after this.")]
+    = "5m",
+    lock_wait: LockWaitOpt = "30s",
+    state_dir: StateDirOpt = None,
+    var: VarOpt = None,
+) -> None:
+    """Send all traffic back to the stable version now, verify it, then scale the canary
+    down (after a promotion: put the old version back).  Works while `run` is running, with
+    a broken plan file or a dead metrics server.  Exit 0 when traffic is verified on stable,
+    6 when it could not be."""
+    from novactl._errors import InputError
+
+    loaded, store = _load_for_rollback(plan, var, state_dir)
+    who = actor(by)
+    if to_version is not None:
+        stable = loaded.spec.versions.stable
+        if to_version != stable:
+            raise InputError(f"--to-version {to_version}: this plan rolls back to its stable "
+                             f"version {stable} only")
+        if not yes:
+            raise InputError(f"rolling back to {to_version} needs explicit confirmation: "
+                             "add --yes")
+    if force and not yes:
+        raise InputError("--force needs --yes")
+    carry_out(loaded, store, reason, who, force=force,
+              lock_wait=duration(lock_wait, "--lock-wait"),
+              timeout=duration(timeout, "--timeout"))
+
+
+def carry_out(plan: Any, store: Any, reason: str, who: str, *, force: bool = False,
+              lock_wait: float = 30.0, timeout: float = 300.0) -> None:
+    """Traffic first, then the record; raises typer.Exit with the exit code."""
+    from novactl._errors import LockHeld, StateError
+    from novactl.core import machine
+    from novactl.core.state import Phase
+    from novactl.exitcodes import ExitCode
+
+    try:
+        state = store.load()
+    except StateError as exc:
+        term.warn(f"{exc.message}; rolling traffic back anyway")
+        state = None
+    promoted = (state is not None and "stable" in state.deployed
+                and state.deployed["stable"].version != plan.spec.versions.stable)
+    fast_ok = False if promoted else _traffic_first(plan, store)
+    runner = make_runner(plan, store, by=who, lock_wait=lock_wait)
+    try:
+        runner.command(machine.request_rollback, reason, who, actor=who, action="rollback",
+                       reason=reason, force=force)
+    except LockHeld as held:
+        store.request_abort({"reason": reason, "by": who, "at": time.time(), "force": force})
+        term.warn(f"{held.message}; the rollback request is queued in {store.abort_file} and "
+                  "that process carries it out at its next pass")
+        raise typer.Exit(int(ExitCode.OK if fast_ok else ExitCode.ACTION_FAILED)) from None
+    deadline = time.monotonic() + timeout
+    result = runner.run(poll=1.0, until=lambda r: time.monotonic() > deadline)
+    runner.adapters.close()
+    final = result.state
+    if final.phase is Phase.ROLLED_BACK and final.rollback is not None:
+        rb = final.rollback
+        took = rb.time_to_restore
+        term.ok(f"rolled back to {final.stable_version}: {rb.reason}")
+        if final.weight_actual is not None:
+            term.info(f"router reports {final.weight_actual:g}% canary (verified)")
+        if took is not None:
+            term.info(f"traffic restored {took:.2f}s after the request")
+        raise typer.Exit(int(ExitCode.OK))
+    wait = result.wait
+    why = wait.reason if wait else final.step_error or final.phase.value
+    term.error(f"rollback not complete after {timeout:g}s: {why}")
+    raise typer.Exit(int(ExitCode.ACTION_FAILED))
+
+
+def _traffic_first(plan: Any, store: Any) -> bool:
+    """Set 0% canary and read it back, before anything else.  True when verified."""
+    from novactl._errors import NovactlError
+    from novactl.runner import AdapterSet, context_for
+
+    adapters = AdapterSet(plan, context_for(plan, state_dir=store.path))
+    started = time.monotonic()
+    try:
+        adapters.traffic.set_weight(0.0)
+        weight = adapters.traffic.get_weight()
+    except NovactlError as exc:
+        term.error(f"could not move traffic to stable: {exc.message}; retrying under the lock")
+        return False
+    finally:
+        adapters.close()
+    took = time.monotonic() - started
+    if weight is None:
+        term.info(f"traffic: 0% to canary requested ({took:.2f}s); the router cannot report "
+                  "its weight")
+        return True
+    if abs(weight) > plan.spec.traffic.weight_tolerance + 1e-9:
+        term.error(f"router still reports {weight:g}% canary after setting 0%")
+        return False
+    term.ok(f"traffic: 0% to canary, router confirms ({took:.2f}s)")
+    return True
+
+
+def _load_for_rollback(plan_path: Path, variables: list[str] | None,
+                       state_dir: Path | None) -> tuple[Any, Any]:
+    """The plan, or — if it no longer loads — the copy saved at the start of the rollout."""
+    from novactl._errors import InputError, PlanError
+    from novactl.plan import load_plan, load_plan_text
+    from novactl.store import LocalStore
+
+    parsed = parse_vars(variables)
+    try:
+        plan = load_plan(plan_path, parsed)
+        return plan, LocalStore(state_dir_for(plan, state_dir))
+    except (PlanError, InputError) as exc:
+        candidates = ([state_dir] if state_dir is not None
+                      else sorted(p for p in (plan_path.parent / ".novactl").glob("*")
+                                  if p.is_dir()))
+        snapshots = [(d, LocalStore(d).load_plan()) for d in candidates]
+        usable = [(d, snap) for d, snap in snapshots if snap and snap.get("text")]
+        named = [(d, snap) for d, snap in usable
+                 if Path(str(snap.get("source", ""))).name == plan_path.name]
+        chosen = named[0] if named else (usable[0] if len(usable) == 1 else None)
+        if chosen is None:
+            raise
+        directory, snapshot = chosen
+        first = str(exc).splitlines()[0]
+        term.warn(f"{first}; rolling back with the copy of the plan saved in "
+                  f"{directory}/plan.json")
+        saved_vars = {str(k): str(v) for k, v in (snapshot.get("variables") or {}).items()}
+        plan = load_plan_text(str(snapshot["text"]), str(snapshot.get("source", plan_path)),
+                              {**saved_vars, **parsed})
+        return plan, LocalStore(directory)
