@@ -469,6 +469,7 @@ class Runner:
         return targets
 
     def _deliver(self, state: RolloutState) -> None:
+        """Send queued notifications; a failure stays queued (at least once), up to a bound."""
         if not state.outbox:
             return
         remaining = []
@@ -477,18 +478,16 @@ class Runner:
             try:
                 self.adapters.notifier(item["target"]).notify(message)
             except Exception as exc:
-                item["attempts"] = int(item.get("attempts", 0)) + 1
+                attempts = int(item.get("attempts", 0)) + 1
                 error = exc.message if isinstance(exc, NovactlError) else f"{exc}"
-                if item["attempts"] >= NOTIFY_ATTEMPTS:
+                if attempts >= NOTIFY_ATTEMPTS:
                     self._audit(state, "notification.dropped",
                                 f"{item['target']}: {message.event}: gave up after "
-                                f"{item['attempts']} attempts: {error}", actor=self.actor)
+                                f"{attempts} attempts: {error}", actor=self.actor)
                 else:
-                    remaining.append(item)
-                continue
-        if remaining != state.outbox:
-            state.outbox = remaining
-            self._save(state)
+                    remaining.append({**item, "attempts": attempts, "error": error})
+        state.outbox = remaining
+        self._save(state)
 
     def _audit(self, state: RolloutState, action: str, reason: str, *, actor: str,
                before: dict[str, Any] | bool | None = False,

@@ -105,7 +105,18 @@ class FakeWorld:
         self.data["log"].append(entry)
 
 
+def _crash_from_env() -> CrashSpec | None:
+    """``NOVACTL_FAKE_CRASH=op:nth:when`` (e.g. ``set_weight:2:after``), for crash tests
+    that must run the very same plan before and after the crash."""
+    raw = os.environ.get("NOVACTL_FAKE_CRASH", "")
+    if not raw:
+        return None
+    op, nth, when = (raw.split(":") + ["1", "after"])[:3]
+    return CrashSpec(op=op, nth=int(nth), when=when)  # type: ignore[arg-type]
+
+
 def _maybe_crash(world: FakeWorld, crash: CrashSpec | None, op: str, when: str, n: int) -> None:
+    crash = crash or _crash_from_env()
     if crash is None or crash.op != op or crash.when != when or crash.nth != n:
         return
     world.save()
@@ -264,7 +275,8 @@ class FakeWorkload(_WorldAdapter):
         self._check("retire")
 
         def act() -> None:
-            self.world.data["retired"].append(version)
+            if version not in self.world.data["retired"]:  # idempotent, as a real retire is
+                self.world.data["retired"].append(version)
             self.world.record(f"retire {version}")
 
         self._call("retire", act)

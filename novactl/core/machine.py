@@ -265,6 +265,7 @@ def _enter_stage(ctx: _Ctx, index: int) -> None:
     s.step_since = ctx.now
     s.step_failures = 0
     s.step_error = ""
+    s.verify_mismatches = 0
     s.last_poll_at = None
     s.last_eval_at = None
     s.streak_since = None
@@ -323,6 +324,8 @@ def _step_stage(ctx: _Ctx) -> Action | Wait | None:
                       f"stage {stage.name}: shift {stage.weight:g}% to the canary",
                       weight=stage.weight)
     if s.step == "verify":
+        if (held := _after_mismatch(ctx, workload.ready_poll)) is not None:
+            return held
         return Action(ActionKind.VERIFY_WEIGHT, "stage",
                       f"stage {stage.name}: read the weight back", weight=stage.weight)
     if s.step == "bake":
@@ -336,6 +339,14 @@ def _next_step(ctx: _Ctx, step: str) -> None:
     ctx.s.step_failures = 0
     ctx.s.step_error = ""
     ctx.s.last_poll_at = None
+
+
+def _after_mismatch(ctx: _Ctx, poll: float) -> Wait | None:
+    """Routers apply weights asynchronously: after a mismatch, look again a poll later."""
+    s = ctx.s
+    if s.verify_mismatches and s.last_poll_at is not None and ctx.now - s.last_poll_at < poll:
+        return Wait(s.last_poll_at + poll, f"weight not applied yet: {s.step_error}")
+    return None
 
 
 def _retrying(ctx: _Ctx, timeout: float, poll: float, *, give_up: bool = True
@@ -568,6 +579,8 @@ def _step_promoting(ctx: _Ctx) -> Action | Wait | None:
         return Action(ActionKind.SET_WEIGHT, "promotion", "all traffic to the new stable",
                       weight=0.0)
     if s.step == "verify":
+        if (held := _after_mismatch(ctx, workload.ready_poll)) is not None:
+            return held
         return Action(ActionKind.VERIFY_WEIGHT, "promotion", "read the weight back", weight=0.0)
     if s.step == "scale_down":
         return Action(ActionKind.SCALE, "promotion", "the canary is no longer needed",
@@ -748,6 +761,8 @@ def apply(plan: Plan, state: RolloutState, action: Action, outcome: Outcome,
     elif kind is ActionKind.SET_WEIGHT:
         s.weight_desired = action.weight
         _next_step(ctx, "verify")
+        if s.verify_mismatches:
+            s.last_poll_at = now  # give the router a poll's time before checking again
     elif kind is ActionKind.VERIFY_WEIGHT:
         _apply_verify(ctx, action, outcome)
     elif kind is ActionKind.PROMOTE:
@@ -814,6 +829,7 @@ def _apply_verify(ctx: _Ctx, action: Action, outcome: Outcome) -> None:
     if ok:
         s.weight_actual = actual if actual is not None else s.weight_actual
         s.weight_verified_at = now
+        s.verify_mismatches = 0
         if s.phase is Phase.STAGE:
             _next_step(ctx, "bake")
             rec = ctx.record
@@ -835,16 +851,16 @@ def _apply_verify(ctx: _Ctx, action: Action, outcome: Outcome) -> None:
         _rollback_failure(ctx, message)
         s.step = "shift"
         return
-    s.step_failures += 1
+    s.verify_mismatches += 1
     s.step_error = message
-    if s.step_failures >= TRAFFIC_RETRIES:
+    s.last_poll_at = now
+    if s.verify_mismatches >= TRAFFIC_RETRIES:
         s.step = "shift"
-        s.step_failures = 0
-        _pause(ctx, f"{message} after {TRAFFIC_RETRIES} attempts; check the router, then "
+        s.verify_mismatches = 0
+        _pause(ctx, f"{message} after {TRAFFIC_RETRIES} checks; check the router, then "
                "novactl resume", "novactl", "traffic")
-    else:
-        s.step = "shift"
-        s.last_poll_at = None
+    elif s.verify_mismatches == TRAFFIC_RETRIES - 1:
+        s.step = "shift"  # apply the weight once more before the last check
 
 
 def _apply_failure(ctx: _Ctx, action: Action, outcome: Outcome) -> None:

@@ -229,6 +229,7 @@ class RolloutState:
     header_route: str = ""  # "" unknown/not set, "set", "unsupported"
     step_failures: int = 0
     step_error: str = ""
+    verify_mismatches: int = 0  # weight read back differently; survives re-shifting
     last_poll_at: float | None = None
     last_message: str = ""
     last_eval_at: float | None = None
