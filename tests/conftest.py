@@ -82,7 +82,7 @@ def write_fake_plan(directory: Path, *, error_rate: float = 0.0001, approval: bo
                     name: str = "plan.yaml", interval: str = "1s", duration: str = "2s",
                     retire: str = "1s", window: str = "2s", hold: str = "1s") -> Path:
     world = directory / "world.json"
-    values = "{error_rate: %s, p95: 0.05}" % error_rate
+    values = f"{{error_rate: {error_rate}, p95: 0.05}}"
     text = FAKE_PLAN.format(world=world, values=values,
                             approval=", approval: {roles: [cto]}" if approval else "",
                             interval=interval, duration=duration, retire=retire, window=window,

@@ -23,7 +23,8 @@ class Boom(BaseException):
 
 def make(plan, store, clock, *, traffic=None, workload=None, probe=None, notifiers=None):
     context = context_for(plan, clock=clock)
-    adapters = AdapterSet(plan, context, traffic=traffic or FakeTrafficShifter("t", context=context),
+    traffic = traffic or FakeTrafficShifter("t", context=context)
+    adapters = AdapterSet(plan, context, traffic=traffic,
                           workload=workload or FakeWorkload("w", context=context),
                           probes={"m": probe} if probe else None, notifiers=notifiers)
     return Runner(plan, store, adapters, clock=clock, actor="test")

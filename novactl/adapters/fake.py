@@ -111,7 +111,7 @@ def _crash_from_env() -> CrashSpec | None:
     raw = os.environ.get("NOVACTL_FAKE_CRASH", "")
     if not raw:
         return None
-    op, nth, when = (raw.split(":") + ["1", "after"])[:3]
+    op, nth, when = [*raw.split(":"), "1", "after"][:3]
     return CrashSpec(op=op, nth=int(nth), when=when)  # type: ignore[arg-type]
 
 
