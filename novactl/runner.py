@@ -328,7 +328,7 @@ class Runner:
     def command(self, fn: Callable[..., machine.CommandResult], *args: Any,
                 actor: str, action: str, reason: str, **kwargs: Any) -> RolloutState:
         """Apply a human command (approve, pause, ...) under the lock and record it."""
-        with self.store.lock(f"novactl {action}", wait=max(self.lock_wait, 10.0)):
+        with self.store.lock(f"novactl {action}", wait=self.lock_wait):
             state = self.load_or_create()
             before = _summary(state)
             result = fn(self.plan, state, *args, now=self.clock.now(), **kwargs)

@@ -112,7 +112,7 @@ def _crash_from_env() -> CrashSpec | None:
     if not raw:
         return None
     op, nth, when = [*raw.split(":"), "1", "after"][:3]
-    return CrashSpec(op=op, nth=int(nth), when=when)  # type: ignore[arg-type]
+    return CrashSpec.model_validate({"op": op, "nth": int(nth), "when": when})
 
 
 def _maybe_crash(world: FakeWorld, crash: CrashSpec | None, op: str, when: str, n: int) -> None:

@@ -76,13 +76,11 @@ _COMMANDS = [
     ("sandbox", sandbox.command, "Run the local sandbox in the foreground."),
 ]
 for _name, _fn, _help in _COMMANDS:
-    app.command(_name, help=_help, short_help=_help)(_fn)
+    app.command(_name, help=_help, short_help=_help)(_fn)  # type: ignore[type-var]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn every error into one line and an exit code."""
-    from novactl.exitcodes import ExitCode
-
     try:
         # without standalone mode click returns typer.Exit's code instead of raising it
         code = app(args=argv, prog_name="novactl", standalone_mode=False)
@@ -96,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         term.error("interrupted")
         return 130
     except Exception as exc:
-        return _handle(exc, ExitCode)
+        return _handle(exc)
 
 
-def _handle(exc: Exception, codes: type) -> int:
+def _handle(exc: Exception) -> int:
+    from novactl.exitcodes import ExitCode
+
     from novactl._errors import NovactlError
 
     # click's usage errors (typer may vendor click, so match by shape, not by class)
@@ -120,4 +120,4 @@ def _handle(exc: Exception, codes: type) -> int:
         traceback.print_exception(exc)
     else:
         term.error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
-    return int(codes.INTERNAL)
+    return int(ExitCode.INTERNAL)

@@ -24,7 +24,7 @@ def command(plan: PlanArg, var: VarOpt = None, output: OutputOpt = Output.text) 
             f"{spec.versions.canary}, {len(spec.stages)} stages, digest {loaded.digest})")
     rows = []
     for i, stage in enumerate(spec.stages, 1):
-        counts = {}
+        counts: dict[str, int] = {}
         for check in stage.checks:
             counts[check.role.value] = counts.get(check.role.value, 0) + 1
         rows.append([

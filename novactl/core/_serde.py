@@ -108,8 +108,8 @@ def _loader(tp: Any) -> _Conv:
 
 def to_jsonable(value: Any) -> Any:
     """A dataclass instance as JSON-ready dicts and lists."""
-    return _dumper(type(value))(value)
+    return _dumper(type(value))(value)  # type: ignore[arg-type]
 
 
 def from_jsonable(cls: type[T], data: Any) -> T:
-    return typing.cast(T, _loader(cls)(data))
+    return typing.cast(T, _loader(cls)(data))  # type: ignore[arg-type]

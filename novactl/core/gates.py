@@ -230,8 +230,9 @@ def evaluate(
         if ref_value is None:
             return result(None, why, value, obs=obs)
         reference = ref_value
-        threshold = threshold_spec.resolve(ref_value)
-        assert threshold is not None
+        resolved = threshold_spec.resolve(ref_value)
+        assert resolved is not None
+        threshold = resolved
 
     return result(cond.holds(value, threshold), "", value, threshold, reference, obs)
 

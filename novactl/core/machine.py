@@ -22,8 +22,9 @@ every required role has said GO.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from novactl._errors import InputError
 from novactl._units import format_duration, format_value
@@ -350,7 +351,7 @@ def _after_mismatch(ctx: _Ctx, poll: float) -> Wait | None:
 
 
 def _retrying(ctx: _Ctx, timeout: float, poll: float, *, give_up: bool = True
-              ) -> Wait | bool | None:
+              ) -> Wait | Literal[False] | None:
     """After a failed attempt, what to do instead of trying again right now:
     a Wait until the next try; None if it gave up (a rollback has started, the
     caller returns None); False to go ahead and try now."""
@@ -1107,7 +1108,7 @@ def _summaries(ctx: _Ctx) -> None:
                  targets=summary.to, notify=True)
 
 
-def _last_occurrence(now: float, minute: int, days: list[str]) -> float | None:
+def _last_occurrence(now: float, minute: int, days: Sequence[str]) -> float | None:
     names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     today = math.floor(now / 86400)
     for back in range(8):

@@ -329,7 +329,8 @@ class _Parser:
         self.i += 1
         threshold = self.threshold()
         over = for_ = None
-        while (tok := self.peek()) is not None:
+        while (nxt := self.peek()) is not None:
+            tok = nxt
             if tok.kind == "ident" and tok.text == "over" and over is None:
                 self.i += 1
                 over = self.duration("over")

@@ -193,7 +193,7 @@ def _translate(exc: ValidationError, raw: Any
         grouped.setdefault(path, [])
         if all(m != message for m, _ in grouped[path]):
             grouped[path].append((message, offset))
-    out = []
+    out: list[tuple[tuple[str | int, ...], str, int | None]] = []
     for path, messages in grouped.items():
         if len(messages) > 1:
             text = " or ".join(m for m, _ in messages)

@@ -404,7 +404,7 @@ _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 class SummarySpec(Base):
     at: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="UTC time, HH:MM.")
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: list(_WEEKDAYS)
+        default_factory=lambda: list(_WEEKDAYS)  # type: ignore[arg-type]
     )
     to: list[str] = Field(min_length=1)
     title: str = "Rollout summary"
@@ -692,7 +692,7 @@ def semantic_issues(plan: Plan) -> list[Issue]:
 
     # stages: unique names, weights never going down, timing sanity
     for i, stage in enumerate(stages):
-        base = ("spec", "stages", i)
+        base: tuple[str | int, ...] = ("spec", "stages", i)
         if stage.name in stage_names:
             issues.append(((*base, "name"), f"stage name {stage.name!r} is used twice"))
         stage_names.setdefault(stage.name, i)

@@ -70,7 +70,7 @@ def _pos(node: Node) -> Pos:
 
 
 class _Loader(yaml.SafeLoader):
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> PosDict:  # type: ignore[override]
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> PosDict:
         if not isinstance(node, MappingNode):  # pragma: no cover - guarded by PyYAML
             raise yaml.constructor.ConstructorError(
                 None, None, f"expected a mapping node, but found {node.id}", node.start_mark
@@ -100,7 +100,7 @@ class _Loader(yaml.SafeLoader):
             result.value_pos[key] = _pos(value_node)
         return result
 
-    def construct_sequence(self, node: SequenceNode, deep: bool = False) -> PosList:  # type: ignore[override]
+    def construct_sequence(self, node: SequenceNode, deep: bool = False) -> PosList:
         result = PosList(self.construct_object(child, deep=True) for child in node.value)
         result.pos = _pos(node)
         result.item_pos = [_pos(child) for child in node.value]
