@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +61,7 @@ class AdapterSet:
         self._workload = workload
         self._probes: dict[str, Any] = dict(probes or {})
         self._notifiers: dict[str, Any] = dict(notifiers or {})
-        self._probe_errors: dict[str, str] = {}
+        self._building = threading.Lock()  # probes are observed from several threads
 
     def _create(self, kind: str, spec: Any, name: str) -> Any:
         from novactl.adapters._registry import create
@@ -80,10 +81,11 @@ class AdapterSet:
         return self._workload
 
     def probe(self, name: str) -> Any:
-        if name not in self._probes:
-            spec = self.plan.spec.probes[name]
-            self._probes[name] = self._create("probe", spec, name)
-        return self._probes[name]
+        with self._building:
+            if name not in self._probes:
+                spec = self.plan.spec.probes[name]
+                self._probes[name] = self._create("probe", spec, name)
+            return self._probes[name]
 
     def notifier(self, name: str) -> Any:
         if name not in self._notifiers:

@@ -20,7 +20,7 @@ def world(directory: Path) -> dict:
 
 
 def status(cli, plan: Path) -> dict:
-    code, out, _ = cli("status", plan, "--output", "json")
+    _code, out, _ = cli("status", plan, "--output", "json")
     return json.loads(out)
 
 
@@ -150,7 +150,7 @@ def test_rollback_works_with_a_broken_plan_file(cli, tmp_path: Path) -> None:
     plan = write_fake_plan(tmp_path)
     cli("run", plan, "--once")
     plan.write_text(plan.read_text().replace("weight: 50", "weight: [oops"))
-    code, out, err = cli("rollback", plan, "--reason", "incident")
+    code, _out, err = cli("rollback", plan, "--reason", "incident")
     assert code == 0, err
     assert "rolling back with the copy of the plan saved in" in err
     assert world(tmp_path)["weight"] == 0.0
@@ -232,7 +232,7 @@ def test_signals(cli, tmp_path: Path) -> None:
     plan = write_fake_plan(tmp_path)
     cli("run", plan, "--once")
     code, out, _ = cli("signal", plan, "high-severity-bug", "--reason", "BUG-1")
-    assert code == 0
+    assert code == 0 and "pauses at its next pass" in out
     code, _out, _ = cli("run", plan, "--once")
     assert code == 4 and "high-severity-bug" in status(cli, plan)["paused"]["reason"]
     code, _out, err = cli("signal", plan, "security-incident", "--reason", "CVE-2026-1")
@@ -284,3 +284,21 @@ def test_help_runs_in_a_child(args: list[str]) -> None:
     done = subprocess.run([sys.executable, "-m", "novactl", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=30)
     assert done.returncode == 0 and "Usage" in done.stdout
+
+
+def test_deploy_starts_a_scheduled_first_stage_now(cli, tmp_path: Path) -> None:
+    plan = write_fake_plan(tmp_path)
+    text = plan.read_text().replace(
+        "    - {name: one, weight: 10, replicas: 1,",
+        "    - {name: one, weight: 10, replicas: 1, start: {days: [mon], at: '00:00'},")
+    plan.write_text(text)
+    import datetime
+
+    if datetime.datetime.now(datetime.UTC).strftime("%a %H:%M") == "Mon 00:00":
+        pytest.skip("it is Monday 00:00: the stage would start anyway")
+    code, out, _ = cli("run", plan, "--once")
+    assert code == 0 and "stage.scheduled" in out
+    assert status(cli, plan)["step"] == "scheduled"
+    code, _out, err = cli("deploy", plan, "--version", "v2", "--canary-weight", "10")
+    assert code == 0, err
+    assert world(tmp_path)["weight"] == 10.0

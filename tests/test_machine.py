@@ -420,3 +420,32 @@ def test_daily_summary(plan) -> None:
     d.run_until(lambda d: d.now >= T0 + 86400 + 9 * 3600 + 120, limit=2 * 86400)
     summaries = [e for e in d.events if e.name == "summary"]
     assert len(summaries) == 2 and summaries[0].targets == ("chat",)
+
+
+SCHEDULED = PLAN.replace("      criteria: {mandatory: [error_rate < 0.1%]}\n  promotion",
+                         "      criteria: {mandatory: [error_rate < 0.1%]}\n"
+                         "      start: {days: [mon], at: \"00:00\"}\n  promotion")
+
+
+def test_a_stage_can_wait_for_its_scheduled_start() -> None:
+    plan = load_plan_text(SCHEDULED, "scheduled.yaml")
+    d = Driver(plan)  # starts on a Thursday
+    d.step()
+    d.command(machine.approve, "one", "sre", "alice")
+    d.run_until(lambda d: d.state.stage_index == 1)
+    assert d.state.step == "scheduled" and "stage.scheduled" in d.names()
+    monday = T0 + 4 * 86400  # 2026-01-05T00:00:00Z
+    assert d.state.stages[-1].entered_at == monday
+    assert d.wait.until == monday and d.world.weight == 10
+    d.run_until(lambda d: at_bake(d, 1))
+    assert d.world.weight == 50
+    assert d.state.stages[-1].entered_at == monday  # not a minute earlier
+
+
+def test_deploy_starts_a_scheduled_stage_now() -> None:
+    plan = load_plan_text(SCHEDULED, "scheduled.yaml")
+    d = Driver(plan)
+    d.step()
+    d.command(machine.jump_to_stage, 1, "alice", force=True)
+    d.step()
+    assert at_bake(d, 1) and d.state.stages[-1].entered_at == T0  # a Thursday

@@ -29,7 +29,8 @@ DAY = 86400.0
 HEALTHY = {
     "error_rate": 0.0003, "availability": 0.9997, "p95_latency": 0.070, "p99_latency": 0.150,
     "critical_errors": 0, "data_loss_events": 0, "db_query_p95": 0.020,
-    "dwcp_migration_success": 0.995, "resource_utilization": 0.50,
+    "dwcp_migration_success": 0.995, "resource_utilization": 0.50, "memory_utilization": 0.55,
+    "p50_latency": 0.030, "customer_feedback_trend": 0.5,
     "customer_satisfaction": 0.97, "customer_feedback_score": 40.0, "support_tickets": 100.0,
     "customer_complaints": 2, "security_incidents": 0, "high_severity_bugs": 0,
     "cost_per_hour": 100.0, "revenue_per_hour": 1000.0, "active_users": 5000.0,
@@ -43,7 +44,8 @@ class Simulation:
 
     metrics: Callable[[ProbeQuery, float], float | None]
     approve: bool = True
-    clock: FakeClock = field(default_factory=FakeClock)
+    # Monday 2026-01-05 00:00 UTC: the plan's stages start on Mondays
+    clock: FakeClock = field(default_factory=lambda: FakeClock(1_767_571_200.0))
 
     def __post_init__(self) -> None:
         self.plan = load_plan(SEED_PLAN)
@@ -75,13 +77,15 @@ class Simulation:
                 if spec is not None and met and state.latest_decision(record.name,
                                                                       spec.roles[0]) is None:
                     for role in spec.roles:
-                        self.runner.command(machine.approve, record.name, role,
-                                            f"{role}@novacron", actor=f"{role}@novacron",
-                                            action="approve", reason="GO at the review meeting")
+                        person = self.plan.spec.approvers[role][0]
+                        self.runner.command(machine.approve, record.name, role, person,
+                                            actor=person, action="approve",
+                                            reason="GO at the review meeting")
             return until_day is not None and self.day >= until_day
 
         started = time.monotonic()
-        result = self.runner.run(poll=300, until=stop)
+        # bounded: 60 days of 5-minute passes at most; a wrong scenario fails, never hangs
+        result = self.runner.run(poll=300, until=stop, max_passes=60 * 288)
         self.elapsed = time.monotonic() - started
         return result
 
@@ -90,7 +94,11 @@ class Simulation:
 
 
 def healthy(query: ProbeQuery, day: float) -> float | None:
-    return HEALTHY[query.metric]
+    """Healthy values; counts are per day and grow with the window, as real counters do."""
+    value = HEALTHY[query.metric]
+    if query.kind == "count":
+        return value * query.window / DAY
+    return value
 
 
 def test_all_healthy_is_promoted_retired_and_completed() -> None:
@@ -121,7 +129,7 @@ def test_all_healthy_is_promoted_retired_and_completed() -> None:
                        "set_weight 0"]
     # approvals with who and when; CTO signed off stage 3
     cto = [a for a in state.approvals if a.stage == "medium" and a.role == "cto"]
-    assert cto and cto[0].by == "cto@novacron" and cto[0].at >= state.stages[2].entered_at
+    assert cto and cto[0].by == "cto@novacron.io" and cto[0].at >= state.stages[2].entered_at
     # every external action has its intent before and its outcome after
     actions = [e["action"] for e in sim.store.audit]
     intents = [a for a in actions if a.startswith("intent.")]
@@ -147,7 +155,7 @@ def test_error_spike_in_stage_two_rolls_back_naming_the_trigger() -> None:
     def spike(query: ProbeQuery, day: float) -> float | None:
         if query.metric == "error_rate" and query.version == "v3.0.0" and day >= 9.0:
             return 0.008  # above stage 2's 0.5% trigger, below stage 1's 1%
-        return HEALTHY[query.metric]
+        return healthy(query, day)
 
     sim = Simulation(spike)
     result = sim.run(until_day=30)
@@ -183,7 +191,7 @@ def test_probe_outage_never_advances_then_recovers() -> None:
             from novactl._errors import ProbeError
 
             raise ProbeError("connection refused")
-        return HEALTHY[query.metric]
+        return healthy(query, day)
 
     sim = Simulation(outage)
     result = sim.run(until_day=11)
@@ -194,7 +202,9 @@ def test_probe_outage_never_advances_then_recovers() -> None:
     assert inconclusive and all("connection refused" in r["problem"] for r in inconclusive)
     assert not sim.events("approval.needed")
     # the probe comes back on day 12: the 7-day streak starts again from there
-    result = sim.run(until_day=19.5)
-    canary = result.state.stages[0]
+    result = sim.run(until_day=21.5)
+    canary, small = result.state.stages[:2]
     assert canary.outcome == "passed"
     assert (canary.left_at - sim.start) / DAY == pytest.approx(19.0, abs=0.01)
+    # a Saturday: stage 2 waits for its Monday 00:00 start
+    assert (small.entered_at - sim.start) / DAY == pytest.approx(21.0)

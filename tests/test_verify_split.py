@@ -50,7 +50,7 @@ def test_split_matches(cli, sandbox) -> None:
 
 def test_split_mismatch_exits_7(cli, sandbox) -> None:
     sandbox.router.set_weight(20)
-    code, out, err = cli("verify-split", DEMO_PLAN, "--var", f"router={sandbox.router_url}",
+    code, _out, err = cli("verify-split", DEMO_PLAN, "--var", f"router={sandbox.router_url}",
                          "--var", f"control={sandbox.control_url}",
                          "--expected-canary-percent", "50", "--requests", "400",
                          "--tolerance", "5")
@@ -59,7 +59,7 @@ def test_split_mismatch_exits_7(cli, sandbox) -> None:
 
 
 def test_unreachable_router_exits_6(cli, tmp_path: Path) -> None:
-    code, out, err = cli("verify-split", DEMO_PLAN, "--url", "http://127.0.0.1:9/",
+    code, _out, err = cli("verify-split", DEMO_PLAN, "--url", "http://127.0.0.1:9/",
                          "--expected-canary-percent", "10", "--requests", "5",
                          "--header-probes", "0")
     assert code == 6 and "no request was answered" in err

@@ -1,14 +1,25 @@
 """Adapters: traffic shifters, metrics probes, workloads and notifiers.
 
-The interfaces live in :mod:`novactl.adapters._base`; concrete adapters are
-one module each and are loaded lazily through :mod:`novactl.adapters._registry`.
+Everything a third-party adapter needs is importable from here: the
+interfaces and base classes, the config base class and ``Duration`` type,
+and the error classes to raise.  Concrete adapters are one module each and
+are loaded lazily through :mod:`novactl.adapters._registry`.
 """
 
+from novactl._errors import (
+    AdapterError,
+    NoDataError,
+    NotifyError,
+    ProbeError,
+    TrafficError,
+    WorkloadError,
+)
 from novactl.adapters._base import (
     Adapter,
     AdapterConfig,
     AdapterContext,
     BaseProbe,
+    Duration,
     Message,
     MetricsProbe,
     Notifier,
@@ -24,15 +35,22 @@ __all__ = [
     "Adapter",
     "AdapterConfig",
     "AdapterContext",
+    "AdapterError",
     "BaseProbe",
+    "Duration",
     "Message",
     "MetricsProbe",
+    "NoDataError",
     "Notifier",
+    "NotifyError",
+    "ProbeError",
     "Readiness",
     "Secret",
+    "TrafficError",
     "TrafficShifter",
     "UnknownAdapter",
     "Workload",
+    "WorkloadError",
     "create",
     "known_types",
     "load_class",

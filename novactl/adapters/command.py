@@ -576,7 +576,7 @@ class CommandWorkload(_CommandAdapter):
         template = self.config.promote
         if template is None:  # never report a promotion that did not happen
             raise self.error("promote: no promote command configured (if your deploy scripts "
-                             "already promote, say so with promote: \"true\")")
+                             "already promote, say so with promote: \"true\")", adapter=self.label)
         count = "" if replicas is None else str(int(replicas))
         values = {**self._role_values("stable", template), "version": version,
                   "replicas": count}

@@ -124,9 +124,8 @@ def _maybe_crash(world: FakeWorld, crash: CrashSpec | None, op: str, when: str, 
 
 
 class _WorldAdapter(Adapter):
-    """Shares one FakeWorld per path within a process."""
-
-    _worlds: dict[str, FakeWorld] = {}
+    """Holds a FakeWorld: in memory, or in the JSON file its config names (shared by
+    every adapter and process pointing at that file)."""
 
     def __init__(self, name: str, config: Any, context: AdapterContext,
                  world: FakeWorld | None = None) -> None:

@@ -484,6 +484,15 @@ class ScrapeProbe(BaseProbe):
             return snapshot
 
     # -- evaluation
+    @staticmethod
+    def check_query(text: str) -> str | None:
+        """Used by `novactl validate`: a message if ``text`` is not a valid scrape query."""
+        try:
+            parse_query(text)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def fetch(self, query: str, request: ProbeQuery) -> float:
         try:
             parsed = parse_query(query.strip())

@@ -98,9 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _handle(exc: Exception) -> int:
-    from novactl.exitcodes import ExitCode
-
     from novactl._errors import NovactlError
+    from novactl.exitcodes import ExitCode
 
     # click's usage errors (typer may vendor click, so match by shape, not by class)
     show = getattr(exc, "show", None)

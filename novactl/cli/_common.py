@@ -101,9 +101,14 @@ def actor(by: str | None) -> str:
 
 def make_runner(plan: Plan, store: Any, *, by: str | None = None, observer: Any = None,
                 lock_wait: float = 0.0, clock: Any = None) -> Runner:
+    from novactl.cli._terminal import term
     from novactl.runner import AdapterSet, Runner, context_for
 
-    context = context_for(plan, clock=clock, state_dir=getattr(store, "path", None))
+    def log(line: str) -> None:
+        if term.debug:
+            term.note(line)
+
+    context = context_for(plan, clock=clock, state_dir=getattr(store, "path", None), log=log)
     adapters = AdapterSet(plan, context)
     return Runner(plan, store, adapters, clock=context.clock,
                   actor=f"novactl ({actor(by)})", observer=observer, parallel=8,

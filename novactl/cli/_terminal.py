@@ -80,6 +80,10 @@ class Terminal:
         """A warning on stderr (visible in JSON mode too)."""
         self._stderr(f"novactl: warning: {text}", "warning")
 
+    def note(self, text: str) -> None:
+        """A diagnostic line on stderr (adapter logs with --debug)."""
+        self._stderr(f"novactl: {text}", "dim")
+
     def error(self, text: str) -> None:
         for line in text.splitlines() or [""]:
             self._stderr(f"novactl: error: {line}", "error")

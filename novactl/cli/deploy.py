@@ -74,6 +74,11 @@ def command(
 
     def done(r: object) -> bool:
         s = r.state  # type: ignore[attr-defined]
+        if s.phase is Phase.STAGE and s.stage_index == index and s.step == "scheduled":
+            # the plan schedules this stage; `deploy` means now
+            runner.command(machine.jump_to_stage, index, who, actor=who, action="deploy",
+                           reason=f"deploy {version} at {canary_weight:g}% now", force=yes)
+            return False
         at_stage = s.phase is Phase.STAGE and s.stage_index == index and s.step == "bake"
         wait = r.wait  # type: ignore[attr-defined]
         return at_stage or s.phase.terminal or bool(wait and wait.human) or \

@@ -232,14 +232,16 @@ def _step_baseline(ctx: _Ctx) -> Action | Wait | None:
         return Wait(s.last_poll_at + interval,
                     f"measuring the baseline of {', '.join(missing_needed + missing_wanted)} "
                     f"(attempt {s.baseline_attempts})")
+    # the baseline window, not the metric's own: "normal" is the week before, not one day
+    # (counts are scaled to each check's window when compared)
     requests = []
     window = plan.spec.baseline.window
     for name in missing_needed + missing_wanted:
         metric = plan.metric(name)
         if metric.scope == "global":
-            requests.append(ObsRequest(name, None, None, metric.window or window))
+            requests.append(ObsRequest(name, None, None, window))
         else:
-            requests.append(ObsRequest(name, s.stable_version, "stable", metric.window or window))
+            requests.append(ObsRequest(name, s.stable_version, "stable", window))
     return Action(ActionKind.OBSERVE, "baseline", "measure the pre-rollout baseline",
                   requests=tuple(requests))
 
@@ -257,11 +259,32 @@ def _static_value(plan: Plan, name: str, raw: float | str) -> float:
 # --------------------------------------------------------------------------- stages
 
 
-def _enter_stage(ctx: _Ctx, index: int) -> None:
+def _enter_stage(ctx: _Ctx, index: int, *, now_or_schedule: bool = False) -> None:
+    """Begin stage ``index``: at once, or at its scheduled start (``start:``) if it has one."""
     s = ctx.s
     stage = ctx.plan.stages[index]
     s.phase = Phase.STAGE
     s.stage_index = index
+    s.step_since = ctx.now
+    s.step = "deploy"
+    if stage.start is not None and not now_or_schedule:
+        when = _next_occurrence(ctx.now, stage.start.minute_of_day, stage.start.days)
+        if when > ctx.now:
+            s.step = "scheduled"
+            s.stages.append(StageRecord(stage.name, index, stage.weight, when))
+            s.triggers = {}
+            s.last_results = {}
+            ctx.emit("stage.scheduled", "info",
+                     f"Stage {index + 1}/{len(ctx.plan.stages)} {stage.name} starts at "
+                     f"{_iso(when)}", f"{stage.weight:g}% canary from then on",
+                     stage=stage.name, starts_at=when)
+            return
+    _begin_stage(ctx, index)
+
+
+def _begin_stage(ctx: _Ctx, index: int) -> None:
+    s = ctx.s
+    stage = ctx.plan.stages[index]
     s.step = "deploy"
     s.step_since = ctx.now
     s.step_failures = 0
@@ -273,7 +296,10 @@ def _enter_stage(ctx: _Ctx, index: int) -> None:
     s.streak_broken_by = ""
     s.triggers = {}
     s.last_results = {}
-    s.stages.append(StageRecord(stage.name, index, stage.weight, ctx.now))
+    if s.stages and s.stages[-1].name == stage.name and s.stages[-1].left_at is None:
+        s.stages[-1].entered_at = ctx.now  # it was scheduled; it starts now
+    else:
+        s.stages.append(StageRecord(stage.name, index, stage.weight, ctx.now))
     replicas = f", {stage.replicas} replicas" if stage.replicas is not None else ""
     ctx.emit("stage.started", "info",
              f"Stage {index + 1}/{len(ctx.plan.stages)} {stage.name}: {stage.weight:g}% canary",
@@ -288,6 +314,14 @@ def _step_stage(ctx: _Ctx) -> Action | Wait | None:
     s, plan = ctx.s, ctx.plan
     stage = ctx.stage
     workload = plan.spec.workload
+    if s.step == "scheduled":
+        rec = ctx.record
+        if s.paused is not None:
+            return Wait(None, f"paused before stage {stage.name}: {s.paused.reason}", human=True)
+        if ctx.now < rec.entered_at:
+            return Wait(rec.entered_at, f"stage {stage.name} starts at {_iso(rec.entered_at)}")
+        _begin_stage(ctx, s.stage_index)
+        return None
     if s.step == "deploy":
         current = s.deployed.get("canary")
         if current is None or current.version != s.canary_version:
@@ -1108,6 +1142,25 @@ def _summaries(ctx: _Ctx) -> None:
                  targets=summary.to, notify=True)
 
 
+def _next_occurrence(after: float, minute: int, days: Sequence[str]) -> float:
+    """The first moment at or after ``after`` that is ``minute`` past midnight UTC on one
+    of ``days``."""
+    names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    first = math.floor(after / 86400)
+    for ahead in range(8):
+        day = first + ahead
+        when = day * 86400 + minute * 60
+        if when >= after and names[(day + 3) % 7] in days:
+            return float(when)
+    return after  # pragma: no cover - days is never empty
+
+
+def _iso(epoch: float) -> str:
+    from novactl._clock import iso
+
+    return iso(epoch)
+
+
 def _last_occurrence(now: float, minute: int, days: Sequence[str]) -> float | None:
     names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     today = math.floor(now / 86400)
@@ -1298,6 +1351,9 @@ def jump_to_stage(plan: Plan, state: RolloutState, index: int, by: str, now: flo
     target = plan.stages[index]
     current = s.stage_index if s.phase is Phase.STAGE else -1
     if index == current:
+        if s.step == "scheduled":  # `deploy` means now, not at the scheduled start
+            _begin_stage(ctx, index)
+            return CommandResult(s, ctx.events)
         ctx.emit("stage.reapplied", "info", f"Stage {target.name} re-applied", actor=by,
                  notify=False)
         _next_step(ctx, "deploy")
@@ -1316,7 +1372,7 @@ def jump_to_stage(plan: Plan, state: RolloutState, index: int, by: str, now: flo
         rec = s.stages[-1]
         rec.left_at = now
         rec.outcome = "skipped" if index > current else "stepped-back"
-    _enter_stage(ctx, index)
+    _enter_stage(ctx, index, now_or_schedule=True)  # `deploy` means now
     return CommandResult(s, ctx.events)
 
 

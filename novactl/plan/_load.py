@@ -168,6 +168,36 @@ def _apply_variables(spec: dict[str, Any], overrides: Mapping[str, str],
         walk(spec["dashboards"], ("spec", "dashboards"))
 
 
+_SAMPLE_RUNTIME = {"version": "v0", "role": "canary", "window": "60s", "window_seconds": "60",
+                   "stage": "stage", "service": "service"}
+
+
+def _query_issues(plan: Plan) -> list[tuple[tuple[str | int, ...], str]]:
+    """Ask each probe type to check its metrics' queries (``check_query``), if it can."""
+    from novactl.adapters._registry import load_class
+
+    values = {**{k: str(v) for k, v in plan.spec.variables.items()}, **_SAMPLE_RUNTIME}
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for name, metric in plan.spec.metrics.items():
+        probe = plan.spec.probes.get(metric.probe)
+        if probe is None:
+            continue  # reported by the semantic checks
+        try:
+            check = getattr(load_class("probe", probe.type), "check_query", None)
+        except Exception:
+            continue  # unknown probe types are reported with their position elsewhere
+        if check is None:
+            continue
+        for part, text in metric.queries().items():
+            problem = check(render_vars(text, values))
+            if problem:
+                path: tuple[str | int, ...] = ("spec", "metrics", name, "query")
+                if not isinstance(metric.query, str):
+                    path = (*path, part)
+                out.append((path, problem))
+    return out
+
+
 def _renders_variables(kind: str, type_name: object) -> bool:
     if not isinstance(type_name, str):
         return False
@@ -326,6 +356,7 @@ def _adapter_issues(plan: Plan) -> list[tuple[tuple[str | int, ...], str]]:
     entries += [("notifier", t, ("spec", "notifications", "targets", n))
                 for n, t in spec.notifications.targets.items()]
     out: list[tuple[tuple[str | int, ...], str]] = []
+    out += _query_issues(plan)
     for kind, adapter_spec, path in entries:
         try:
             cls = load_class(kind, adapter_spec.type)

@@ -334,6 +334,23 @@ class Announcement(Base):
     message: str
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WEEKDAY_NAMES: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class StageStart(Base):
+    """When a stage may start: the next of these moments (UTC) after the previous stage."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(_WEEKDAY_NAMES),  # type: ignore[arg-type]
+                                min_length=1)
+    at: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="UTC, HH:MM.")
+
+    @property
+    def minute_of_day(self) -> int:
+        hours, minutes = self.at.split(":")
+        return int(hours) * 60 + int(minutes)
+
+
 class StageSpec(CheckGroup):
     name: str = Field(pattern=_NAME)
     description: str = ""
@@ -346,6 +363,9 @@ class StageSpec(CheckGroup):
     )
     interval: Duration | None = Field(None,
                                       description="Evaluation interval (default: spec.defaults).")
+    start: StageStart | None = Field(
+        None, description="Start only at these times (e.g. Mondays 00:00 UTC); "
+        "default: as soon as the previous stage passed.")
     approval: ApprovalSpec | None = None
     notify: list[str] = Field(default_factory=list, description="Extra targets for this stage.")
     announce: list[Announcement] = Field(default_factory=list, description="Sent when it starts.")
