@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -97,6 +98,26 @@ def actor(by: str | None) -> str:
     except Exception:  # pragma: no cover - containers without a passwd entry
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+@dataclass
+class Session:
+    """What a command that changes a rollout works with."""
+
+    plan: Plan
+    store: LocalStore
+    who: str
+    runner: Runner
+
+
+def session(plan_path: Path, variables: list[str] | None, state_dir: Path | None,
+            by: str | None, lock_wait: str) -> Session:
+    """Load the plan, open its state, say who acts, build the runner."""
+    plan = load(plan_path, variables)
+    store = open_store(plan, state_dir)
+    who = actor(by)
+    runner = make_runner(plan, store, by=who, lock_wait=duration(lock_wait, "--lock-wait"))
+    return Session(plan, store, who, runner)
 
 
 def make_runner(plan: Plan, store: Any, *, by: str | None = None, observer: Any = None,

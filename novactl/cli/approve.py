@@ -12,11 +12,7 @@ from novactl.cli._common import (
     PlanArg,
     StateDirOpt,
     VarOpt,
-    actor,
-    duration,
-    load,
-    make_runner,
-    open_store,
+    session,
 )
 from novactl.cli._terminal import term
 
@@ -39,10 +35,8 @@ def command(
     required role said GO and the stage's gates hold (at the next `run` pass)."""
     from novactl.core import machine
 
-    loaded = load(plan, var)
-    who = actor(by)
-    runner = make_runner(loaded, open_store(loaded, state_dir), by=who,
-                         lock_wait=duration(lock_wait, "--lock-wait"))
+    ctx = session(plan, var, state_dir, by, lock_wait)
+    loaded, who, runner = ctx.plan, ctx.who, ctx.runner
     decision = "no-go" if no_go else "go"
     state = runner.command(machine.approve, stage, role, who, actor=who, action="approve",
                            reason=f"{decision.upper()} for {stage} as {role}"

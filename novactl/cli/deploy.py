@@ -13,11 +13,8 @@ from novactl.cli._common import (
     PlanArg,
     StateDirOpt,
     VarOpt,
-    actor,
     duration,
-    load,
-    make_runner,
-    open_store,
+    session,
 )
 from novactl.cli._terminal import term
 
@@ -47,7 +44,8 @@ def command(
     from novactl.core.state import Phase
     from novactl.exitcodes import ExitCode
 
-    loaded = load(plan, var)
+    ctx = session(plan, var, state_dir, by, lock_wait)
+    loaded, store, who, runner = ctx.plan, ctx.store, ctx.who, ctx.runner
     if version != loaded.spec.versions.canary:
         raise InputError(f"--version {version}: the plan's canary is "
                          f"{loaded.spec.versions.canary}")
@@ -57,10 +55,7 @@ def command(
         raise InputError(f"--canary-weight {canary_weight:g} is not a stage of the plan "
                          f"(stage weights: {', '.join(f'{w:g}' for w in weights)})")
     index = matches[0]
-    who = actor(by)
-    store = open_store(loaded, state_dir)
-    runner = make_runner(loaded, store, by=who, lock_wait=duration(lock_wait, "--lock-wait"))
-    with store.lock("novactl deploy", wait=duration(lock_wait, "--lock-wait")):
+    with store.lock("novactl deploy", wait=runner.lock_wait):
         state = runner.load_or_create()
         starting = state.phase in (Phase.PENDING, Phase.BASELINE)
     if starting and index > 0:

@@ -12,11 +12,7 @@ from novactl.cli._common import (
     PlanArg,
     StateDirOpt,
     VarOpt,
-    actor,
-    duration,
-    load,
-    make_runner,
-    open_store,
+    session,
 )
 from novactl.cli._terminal import term
 
@@ -34,10 +30,8 @@ def command(
     Evaluation goes on and automatic rollback triggers stay armed."""
     from novactl.core import machine
 
-    loaded = load(plan, var)
-    who = actor(by)
-    runner = make_runner(loaded, open_store(loaded, state_dir), by=who,
-                         lock_wait=duration(lock_wait, "--lock-wait"))
+    ctx = session(plan, var, state_dir, by, lock_wait)
+    runner, who = ctx.runner, ctx.who
     runner.command(machine.pause, reason, who, actor=who, action="pause", reason=reason)
     term.ok(f"paused by {who}: {reason}")
     term.info(f"resume with: novactl resume {plan}")
@@ -55,10 +49,8 @@ def resume_command(
     acknowledged: they pause again only after they clear and fire anew."""
     from novactl.core import machine
 
-    loaded = load(plan, var)
-    who = actor(by)
-    runner = make_runner(loaded, open_store(loaded, state_dir), by=who,
-                         lock_wait=duration(lock_wait, "--lock-wait"))
+    ctx = session(plan, var, state_dir, by, lock_wait)
+    runner, who = ctx.runner, ctx.who
     runner.command(machine.resume, who, actor=who, action="resume",
                    reason=reason or "resumed", note=reason)
     term.ok(f"resumed by {who}")

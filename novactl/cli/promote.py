@@ -13,11 +13,8 @@ from novactl.cli._common import (
     PlanArg,
     StateDirOpt,
     VarOpt,
-    actor,
     duration,
-    load,
-    make_runner,
-    open_store,
+    session,
 )
 from novactl.cli._terminal import term
 
@@ -40,10 +37,8 @@ def command(
     from novactl.core.state import Phase
     from novactl.exitcodes import ExitCode
 
-    loaded = load(plan, var)
-    who = actor(by)
-    runner = make_runner(loaded, open_store(loaded, state_dir), by=who,
-                         lock_wait=duration(lock_wait, "--lock-wait"))
+    ctx = session(plan, var, state_dir, by, lock_wait)
+    loaded, who, runner = ctx.plan, ctx.who, ctx.runner
     runner.command(machine.request_promotion, who, actor=who, action="promote",
                    reason="promote now" + (" (forced)" if yes else ""), force=yes)
     deadline = time.monotonic() + duration(timeout, "--timeout")

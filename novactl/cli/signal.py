@@ -12,11 +12,7 @@ from novactl.cli._common import (
     PlanArg,
     StateDirOpt,
     VarOpt,
-    actor,
-    duration,
-    load,
-    make_runner,
-    open_store,
+    session,
 )
 from novactl.cli._terminal import term
 
@@ -37,16 +33,13 @@ def command(
     from novactl.cli import rollback as rollback_cmd
     from novactl.core import machine
 
-    loaded = load(plan, var)
+    ctx = session(plan, var, state_dir, by, lock_wait)
+    loaded, who, runner = ctx.plan, ctx.who, ctx.runner
     spec = loaded.spec.signals.get(name)
-    who = actor(by)
     if spec is not None and spec.action == "rollback":
         text = f"signal {name}" + (f": {reason}" if reason else "")
-        rollback_cmd.carry_out(loaded, open_store(loaded, state_dir), text, who,
-                               lock_wait=duration(lock_wait, "--lock-wait"))
+        rollback_cmd.carry_out(loaded, ctx.store, text, who, lock_wait=runner.lock_wait)
         return
-    runner = make_runner(loaded, open_store(loaded, state_dir), by=who,
-                         lock_wait=duration(lock_wait, "--lock-wait"))
     runner.command(machine.signal, name, who, actor=who, action="signal",
                    reason=f"{name}" + (f": {reason}" if reason else ""), note=reason)
     if spec is not None and spec.action == "pause":
