@@ -19,8 +19,9 @@ _ROLE_ORDER = {"rollback": 0, "pause": 1, "mandatory": 2, "desirable": 3, "alert
 
 
 def current_checks(plan: Plan, state: RolloutState) -> list[Any]:
-    if state.phase is Phase.STAGE:
-        return list(plan.stages[state.stage_index].checks)
+    """The checks whose latest results the state holds."""
+    if state.phase in (Phase.STAGE, Phase.ROLLING_BACK, Phase.ROLLED_BACK) and state.stages:
+        return list(plan.stages[state.stage_index].checks) if state.last_results else []
     if state.phase in (Phase.PROMOTED, Phase.COMPLETED):
         return list(plan.stages[-1].checks)
     return []
@@ -87,7 +88,7 @@ def header_lines(plan: Plan, state: RolloutState, now: float, wait: Wait | None)
                      f"weight {stage.weight:g}% (router: {actual}), canary replicas {reps}, "
                      f"step {state.step}")
     lines.append(status_line(plan, state, now))
-    if wait is not None and wait.reason:
+    if wait is not None and wait.reason and not state.phase.terminal:
         when = "" if wait.until is None else f" (next at {iso(wait.until)})"
         prefix = "WAITING FOR A HUMAN: " if wait.human else "next: "
         lines.append(prefix + wait.reason + when)
