@@ -427,19 +427,42 @@ SCHEDULED = PLAN.replace("      criteria: {mandatory: [error_rate < 0.1%]}\n  pr
                          "      start: {days: [mon], at: \"00:00\"}\n  promotion")
 
 
-def test_a_stage_can_wait_for_its_scheduled_start() -> None:
+def test_a_passed_stage_keeps_baking_until_the_next_one_may_start() -> None:
     plan = load_plan_text(SCHEDULED, "scheduled.yaml")
     d = Driver(plan)  # starts on a Thursday
     d.step()
     d.command(machine.approve, "one", "sre", "alice")
+    d.run_until(lambda d: d.now >= T0 + 2 * 3600)
+    assert d.state.stage_index == 0 and "stage two starts at 2026-01-05T00:00:00Z" in d.wait.reason
+    assert not d.wait.human
     d.run_until(lambda d: d.state.stage_index == 1)
-    assert d.state.step == "scheduled" and "stage.scheduled" in d.names()
     monday = T0 + 4 * 86400  # 2026-01-05T00:00:00Z
-    assert d.state.stages[-1].entered_at == monday
-    assert d.wait.until == monday and d.world.weight == 10
-    d.run_until(lambda d: at_bake(d, 1))
+    one, two = d.state.stages
+    assert one.left_at == monday and two.entered_at == monday
+    assert one.evaluations >= 4 * 24 * 60 - 5  # evaluated every minute while it waited
     assert d.world.weight == 50
-    assert d.state.stages[-1].entered_at == monday  # not a minute earlier
+
+
+def test_checks_stay_armed_while_waiting_for_a_start() -> None:
+    plan = load_plan_text(SCHEDULED, "scheduled.yaml")
+    d = Driver(plan)
+    d.step()
+    d.command(machine.approve, "one", "sre", "alice")
+    d.run_until(lambda d: d.now >= T0 + 86400)  # passed, waiting for Monday
+    d.world.error_rate = 0.05
+    d.run_until(lambda d: d.state.phase.terminal, limit=3600)
+    assert d.state.phase is Phase.ROLLED_BACK and d.state.rollback.stage == "one"
+
+
+def test_a_start_window_absorbs_deploy_time() -> None:
+    plan = load_plan_text(SCHEDULED, "scheduled.yaml")
+    d = Driver(plan)
+    d.now = T0 + 4 * 86400 - 3600 + 180  # Sunday 23:03: a 1h stage is ready Monday 00:03
+    d.state = machine.new_state(plan, "r1", d.now)
+    d.step()
+    d.command(machine.approve, "one", "sre", "alice")
+    d.run_until(lambda d: d.state.stage_index == 1)
+    assert d.state.stages[1].entered_at == pytest.approx(T0 + 4 * 86400 + 180, abs=61)
 
 
 def test_deploy_starts_a_scheduled_stage_now() -> None:

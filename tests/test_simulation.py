@@ -52,7 +52,8 @@ class Simulation:
         self.start = self.clock.now()
         context = context_for(self.plan, clock=self.clock)
         self.traffic = FakeTrafficShifter("traffic", context=context)
-        self.workload = FakeWorkload("workload", context=context)
+        # a deploy takes two minutes to be ready, as real ones do
+        self.workload = FakeWorkload("workload", FakeWorkload.Config(ready_after=120), context)
         self.probe = FakeProbe("prometheus", FakeProbe.Config(rate=50), context,
                                script=lambda q: self.metrics(q, self.day))
         MemoryNotifier.sent.clear()
@@ -110,10 +111,10 @@ def test_all_healthy_is_promoted_retired_and_completed() -> None:
     days = {r.name: ((r.entered_at - sim.start) / DAY, (r.left_at - sim.start) / DAY)
             for r in state.stages}
     assert [r.outcome for r in state.stages] == ["passed"] * 4
-    assert days["canary"][1] == pytest.approx(7, abs=0.01)
-    assert days["small"][1] == pytest.approx(14, abs=0.01)
-    assert days["medium"][1] == pytest.approx(21, abs=0.01)
-    assert days["full"][1] == pytest.approx(22, abs=0.01)
+    assert days["canary"][1] == pytest.approx(7, abs=1 / 24)
+    assert days["small"][1] == pytest.approx(14, abs=1 / 24)
+    assert days["medium"][1] == pytest.approx(21, abs=1 / 24)
+    assert days["full"][1] == pytest.approx(22, abs=1 / 24)
     assert (state.retired_at - state.promoted_at) == pytest.approx(DAY, abs=301)
     assert (state.completed_at - state.promoted_at) == pytest.approx(30 * DAY, abs=301)
     assert sim.elapsed < 60, f"the simulation took {sim.elapsed:.1f}s"
@@ -202,9 +203,13 @@ def test_probe_outage_never_advances_then_recovers() -> None:
     assert inconclusive and all("connection refused" in r["problem"] for r in inconclusive)
     assert not sim.events("approval.needed")
     # the probe comes back on day 12: the 7-day streak starts again from there
+    result = sim.run(until_day=20)
+    # ready on day 19, a Saturday: it keeps baking, checks armed, until Monday
+    assert result.state.stage_index == 0 and result.state.streak_since is not None
+    assert (result.state.streak_since - sim.start) / DAY == pytest.approx(12.0, abs=0.01)
+    assert "passed its gates; stage small starts at" in result.wait.reason
     result = sim.run(until_day=21.5)
     canary, small = result.state.stages[:2]
     assert canary.outcome == "passed"
-    assert (canary.left_at - sim.start) / DAY == pytest.approx(19.0, abs=0.01)
-    # a Saturday: stage 2 waits for its Monday 00:00 start
-    assert (small.entered_at - sim.start) / DAY == pytest.approx(21.0)
+    assert (canary.left_at - sim.start) / DAY == pytest.approx(21.0, abs=0.01)
+    assert (small.entered_at - sim.start) / DAY == pytest.approx(21.0, abs=0.01)

@@ -54,7 +54,7 @@ from novactl.core.state import (
     TriggerState,
 )
 from novactl.plan._expr import RefKind
-from novactl.plan._model import Check, CheckRole, Plan, StageSpec
+from novactl.plan._model import Check, CheckRole, MetricKind, Plan, StageSpec, StageStart
 
 __all__ = [
     "MAX_EVAL_WINDOW",
@@ -232,12 +232,15 @@ def _step_baseline(ctx: _Ctx) -> Action | Wait | None:
         return Wait(s.last_poll_at + interval,
                     f"measuring the baseline of {', '.join(missing_needed + missing_wanted)} "
                     f"(attempt {s.baseline_attempts})")
-    # the baseline window, not the metric's own: "normal" is the week before, not one day
-    # (counts are scaled to each check's window when compared)
+    # Counts and ratios pool over the baseline window ("normal" is the week before; counts
+    # are scaled to each check's window when compared).  A value metric with a window of
+    # its own (an average or a peak over a day) keeps it, so like is compared with like.
     requests = []
-    window = plan.spec.baseline.window
     for name in missing_needed + missing_wanted:
         metric = plan.metric(name)
+        window = plan.spec.baseline.window
+        if metric.kind is MetricKind.VALUE and metric.window is not None:
+            window = metric.window
         if metric.scope == "global":
             requests.append(ObsRequest(name, None, None, window))
         else:
@@ -268,7 +271,7 @@ def _enter_stage(ctx: _Ctx, index: int, *, now_or_schedule: bool = False) -> Non
     s.step_since = ctx.now
     s.step = "deploy"
     if stage.start is not None and not now_or_schedule:
-        when = _next_occurrence(ctx.now, stage.start.minute_of_day, stage.start.days)
+        when = _start_time(ctx.now, stage.start)
         if when > ctx.now:
             s.step = "scheduled"
             s.stages.append(StageRecord(stage.name, index, stage.weight, when))
@@ -434,8 +437,9 @@ def _step_bake(ctx: _Ctx) -> Action | Wait | None:
     moved = _try_advance(ctx)
     if moved is True:
         return None
-    if isinstance(moved, Wait):
-        return Wait(due, moved.reason, human=True)
+    if isinstance(moved, Wait):  # evaluations go on whatever it waits for
+        until = due if moved.until is None else min(due, moved.until)
+        return Wait(until, moved.reason, human=moved.human)
     return Wait(due, _bake_text(ctx))
 
 
@@ -529,6 +533,13 @@ def _try_advance(ctx: _Ctx) -> bool | Wait | None:
                      roles=missing)
         return Wait(None, f"waiting for approval of stage {stage.name} by {', '.join(missing)}",
                     human=True)
+    stages = ctx.plan.stages
+    following = stages[s.stage_index + 1] if s.stage_index + 1 < len(stages) else None
+    if following is not None and following.start is not None:
+        when = _start_time(now, following.start)
+        if when > now:  # keep baking, triggers armed, until the next stage may start
+            return Wait(when, f"stage {stage.name} passed its gates; stage "
+                        f"{following.name} starts at {_iso(when)}")
     _advance(ctx)
     return True
 
@@ -1140,6 +1151,14 @@ def _summaries(ctx: _Ctx) -> None:
         s.summaries_sent[str(i)] = due
         ctx.emit("summary", "info", summary.title, status_line(plan, s, now),
                  targets=summary.to, notify=True)
+
+
+def _start_time(now: float, start: StageStart) -> float:
+    """``now`` if it lies in a start window, else the beginning of the next one."""
+    last = _last_occurrence(now, start.minute_of_day, start.days)
+    if last is not None and now < last + start.window:
+        return now
+    return _next_occurrence(now, start.minute_of_day, start.days)
 
 
 def _next_occurrence(after: float, minute: int, days: Sequence[str]) -> float:

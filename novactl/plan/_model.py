@@ -339,11 +339,16 @@ _WEEKDAY_NAMES: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "su
 
 
 class StageStart(Base):
-    """When a stage may start: the next of these moments (UTC) after the previous stage."""
+    """When a stage may start: within ``window`` after one of these moments (UTC).
+
+    A stage that is ready earlier keeps baking (its checks stay armed) until then.
+    """
 
     days: list[Weekday] = Field(default_factory=lambda: list(_WEEKDAY_NAMES),  # type: ignore[arg-type]
                                 min_length=1)
     at: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="UTC, HH:MM.")
+    window: Duration = Field(86400.0, description="How long after `at` a start is still "
+                             "allowed (default 24h: that whole day).")
 
     @property
     def minute_of_day(self) -> int:
