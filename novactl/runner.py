@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ from novactl.core import machine
 from novactl.core.actions import Action, ActionKind, Decision, Event, ObsRequest, Outcome, Wait
 from novactl.core.gates import CheckResult
 from novactl.core.observations import Observation, ProbeQuery
-from novactl.core.state import Phase, RolloutState
+from novactl.core.state import Deployed, Phase, RolloutState
 from novactl.exitcodes import ExitCode
 from novactl.plan._load import render_vars
 from novactl.plan._model import Plan
@@ -43,6 +44,7 @@ __all__ = ["AdapterSet", "Executor", "PassResult", "Runner", "exit_code_for"]
 
 MAX_ACTIONS_PER_PASS = 500
 NOTIFY_ATTEMPTS = 5
+NOTIFY_BUDGET = 5.0  # seconds of notification delivery per pass, at most
 
 
 # --------------------------------------------------------------------------- adapters
@@ -300,8 +302,10 @@ class Runner:
                 return result
             now = self.clock.now()
             wake = result.wait.until if result.wait and result.wait.until is not None else None
-            delay = poll if wake is None else min(max(wake - now, 0.0), poll)
-            self.clock.sleep(max(delay, 0.001))
+            # nothing was due now (else the pass would have acted): a wake-up time in the
+            # past means "nothing scheduled", never a busy loop
+            delay = poll if wake is None or wake <= now else min(wake - now, poll)
+            self.clock.sleep(delay)
 
     def load_or_create(self) -> RolloutState:
         state = self.store.load()
@@ -343,28 +347,29 @@ class Runner:
     def _pass(self, state: RolloutState, max_actions: int) -> PassResult:
         events: list[Event] = []
         state = self._take_abort(state, events)
+        self._check_plan_fits(state)
         actions = 0
         if state.pending is not None:
-            action = Action.from_dict(state.pending)
-            self._audit(state, f"resume.{action.kind.value}",
-                        f"re-running an interrupted action: {action.describe()}",
-                        actor=self.actor)
-            state = self._execute(state, action, events, resumed=True)
-            actions += 1
-        self._deliver(state)
+            state, ran = self._settle_pending(state, events)
+            actions += ran
         wait: Wait | None = None
         while actions < max_actions:
+            # a rollback queued by another process wins over whatever comes next
+            state = self._take_abort(state, events)
             decision = machine.decide(self.plan, state, self.clock.now(), copy=False)
             state = decision.state
             self._record_events(state, decision.events, events)
             if decision.action is None:
                 wait = decision.wait
                 break
-            state = self._guard_abort(state, decision.action, events)
-            if state.abort is not None:
-                continue
             state = self._execute(state, decision.action, events)
             actions += 1
+        if wait is not None:
+            seen = state.last_wait or {}
+            if (seen.get("reason"), seen.get("human")) != (wait.reason, wait.human):
+                state.last_wait = {"reason": wait.reason, "human": wait.human,
+                                   "until": wait.until}
+                self._dirty = True
         if self._dirty:
             self._save(state)
         self._deliver(state)
@@ -372,42 +377,79 @@ class Runner:
             self.observer.on_wait(wait, state)
         return PassResult(state, wait, actions, events)
 
+    def _settle_pending(self, state: RolloutState, events: list[Event]
+                        ) -> tuple[RolloutState, int]:
+        """An action whose intent was recorded but not its outcome (a crash in between).
+
+        Actions are idempotent by intent, so it is run again — if the state machine
+        still wants it.  If the rollout has moved on meanwhile (a rollback or another
+        command came in), it is dropped, and a promote that may have half happened
+        leaves the stable marked unknown so a rollback puts the old version back.
+        """
+        assert state.pending is not None
+        action = Action.from_dict(state.pending)
+        recorded = state.pending.get("_in")
+        moved_on = recorded != _where(state) or (
+            state.abort is not None and action.purpose != "rollback")
+        if not moved_on:
+            self._audit(state, f"resume.{action.kind.value}",
+                        f"re-running an interrupted action: {action.describe()}",
+                        actor=self.actor)
+            return self._execute(state, action, events, resumed=True), 1
+        state.pending = None
+        if action.kind is ActionKind.PROMOTE:
+            replicas = state.deployed["stable"].replicas if "stable" in state.deployed else None
+            state.deployed["stable"] = Deployed(machine.UNKNOWN_VERSION, replicas)
+        self._audit(state, f"resume.dropped.{action.kind.value}",
+                    f"an interrupted action is no longer wanted (the rollout moved on): "
+                    f"{action.describe()}", actor=self.actor)
+        self._save(state)
+        return state, 0
+
+    def _check_plan_fits(self, state: RolloutState) -> None:
+        """A plan edited mid-rollout must still have the stage the rollout is in."""
+        if state.phase is not Phase.STAGE or state.abort is not None or not state.stages:
+            return  # rolling back needs no stage
+        stages = self.plan.stages
+        here = state.stages[-1].name
+        if state.stage_index >= len(stages) or stages[state.stage_index].name != here:
+            from novactl._errors import StateError
+
+            raise StateError(f"the rollout is in stage {here!r} (number "
+                             f"{state.stage_index + 1}), which the changed plan "
+                             f"{self.plan.source} no longer has there; restore the plan, or "
+                             "roll back (rollback works with either plan)")
+
     def _take_abort(self, state: RolloutState, events: list[Event]) -> RolloutState:
         request = self.store.peek_abort()
         if request is None:
             return state
-        result = machine.request_rollback(
-            self.plan, state, str(request.get("reason", "rollback requested")),
-            str(request.get("by", "unknown")), self.clock.now(), force=bool(request.get("force")))
+        reason = str(request.get("reason", "rollback requested"))
+        by = str(request.get("by", "unknown"))
+        try:
+            result = machine.request_rollback(self.plan, state, reason, by, self.clock.now(),
+                                              force=bool(request.get("force")))
+        except NovactlError as exc:  # refused (e.g. the rollback window closed): say so
+            self._audit(state, "rollback.refused", f"{reason}: {exc.message}", actor=by)
+            self.store.clear_abort()
+            return state
         state = result.state
         self._record_events(state, result.events, events)
         self._save(state)
         self.store.clear_abort()
         return state
 
-    def _guard_abort(self, state: RolloutState, action: Action, events: list[Event]
-                     ) -> RolloutState:
-        """A rollback requested by another process wins over any forward step."""
-        if action.purpose == "rollback" or action.kind is not ActionKind.SET_WEIGHT:
-            return state
-        return self._take_abort(state, events)
-
     def _execute(self, state: RolloutState, action: Action, events: list[Event], *,
                  resumed: bool = False) -> RolloutState:
         mutating = action.kind.mutating
         stage = state.stages[-1].name if state.phase is Phase.STAGE and state.stages else None
         if mutating and not resumed:
-            state.pending = action.to_dict()
+            state.pending = {**action.to_dict(), "_in": _where(state)}
             self._save(state)
             self._audit(state, f"intent.{action.kind.value}", action.reason,
                         actor=self.actor, details=action.to_dict())
         self.observer.on_action(action, None, state)
         outcome = self.executor.execute(action, stage)
-        if mutating and action.kind is ActionKind.SET_WEIGHT and action.purpose != "rollback" \
-                and self.store.peek_abort() is not None:
-            # a rollback arrived while we were shifting traffic forward: undo at once
-            self.executor.execute(Action(ActionKind.SET_WEIGHT, "rollback",
-                                         "rollback requested during a shift", weight=0.0))
         before = _summary(state)
         decision: Decision = machine.apply(self.plan, state, action, outcome, self.clock.now(),
                                            copy=False)
@@ -424,13 +466,13 @@ class Runner:
                 "observations": [o.to_dict() for o in outcome.observations],
             })
             self.observer.on_results(decision.results, new)
-        self._record_events(new, decision.events, events)
-        self._save(new)  # every outcome changes the state (a step, a poll time, results)
-        if mutating:
+        if mutating:  # the outcome reaches the audit log before the state that clears the intent
             verb = "done" if outcome.ok else "failed"
             self._audit(new, f"{verb}.{action.kind.value}",
                         action.reason if outcome.ok else f"{action.reason}: {outcome.error}",
                         actor=self.actor, before=before, details=outcome.to_dict())
+        self._record_events(new, decision.events, events)
+        self._save(new)  # every outcome changes the state (a step, a poll time, results)
         self.observer.on_action(action, outcome, new)
         return new
 
@@ -471,11 +513,16 @@ class Runner:
         return targets
 
     def _deliver(self, state: RolloutState) -> None:
-        """Send queued notifications; a failure stays queued (at least once), up to a bound."""
+        """Send queued notifications, within a time budget (the lock is held): what is left
+        waits for the next pass.  A failure stays queued (at least once), up to a bound."""
         if not state.outbox:
             return
+        deadline = time.monotonic() + NOTIFY_BUDGET
         remaining = []
         for item in state.outbox:
+            if time.monotonic() > deadline:
+                remaining.append(item)
+                continue
             message = Message(**item["message"])
             try:
                 self.adapters.notifier(item["target"]).notify(message)
@@ -509,6 +556,11 @@ class Runner:
         if details:
             record["details"] = _jsonable(details)
         self.store.append_audit(record)
+
+
+def _where(state: RolloutState) -> list[Any]:
+    """Where the rollout is: an interrupted action is re-run only if it still is there."""
+    return [state.phase.value, state.step, state.stage_index, state.rollout_id]
 
 
 def _summary(state: RolloutState) -> dict[str, Any]:

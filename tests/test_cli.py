@@ -302,3 +302,34 @@ def test_deploy_starts_a_scheduled_first_stage_now(cli, tmp_path: Path) -> None:
     code, _out, err = cli("deploy", plan, "--version", "v2", "--canary-weight", "10")
     assert code == 0, err
     assert world(tmp_path)["weight"] == 10.0
+
+
+def test_a_repeated_rollback_against_a_broken_router_is_not_reported_verified(
+        cli, tmp_path: Path) -> None:
+    plan = write_fake_plan(tmp_path)
+    cli("run", plan, "--once")
+    code, _out, _err = cli("rollback", plan, "--reason", "first")
+    assert code == 0
+    text = plan.read_text().replace('config: {world:', 'config: {fail: true, world:', 1)
+    plan.write_text(text)  # the router now refuses everything
+    code, out, err = cli("rollback", plan, "--reason", "again", "--timeout", "2s")
+    assert code == 6 and "(verified" not in out
+    assert "rollback not complete" in err
+
+
+def test_rollback_survives_a_foreign_exception_from_a_plugin(cli, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    from novactl.adapters.fake import FakeTrafficShifter
+
+    plan = write_fake_plan(tmp_path)
+    cli("run", plan, "--once")
+
+    def boom(self, weight):  # a third-party adapter that leaks a socket error
+        raise ConnectionResetError("peer reset")
+
+    monkeypatch.setattr(FakeTrafficShifter, "set_weight", boom)
+    code, _out, err = cli("rollback", plan, "--reason", "x", "--timeout", "2s")
+    assert code == 6
+    assert "ConnectionResetError: peer reset" in err and "Traceback" not in err
+    code, out, _ = cli("history", plan, "--action", "rollback.traffic_first", "-o", "json")
+    assert "failed: ConnectionResetError" in out

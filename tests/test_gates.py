@@ -159,3 +159,11 @@ def test_brief_round_trips_through_json(plan) -> None:
     result = evaluate(c, obs_map(ratio(2, 10000)), REFS, W, 0.0)
     brief = json.loads(json.dumps(result.brief()))
     assert explain(brief, c.condition.op, c.dimension) == result.reason
+
+
+def test_a_nan_sample_size_is_unknown(plan) -> None:
+    c = check(plan, "error_rate < 0.1%")
+    weird = Observation("error_rate", "v2", ObsStatus.OK, value=0.0, events=0.0,
+                        trials=math.nan, window=W)
+    result = evaluate(c, obs_map(weird), REFS, W, 0.0)
+    assert result.verdict is Verdict.INCONCLUSIVE and "sample size unknown" in result.reason

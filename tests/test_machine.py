@@ -472,3 +472,105 @@ def test_deploy_starts_a_scheduled_stage_now() -> None:
     d.command(machine.jump_to_stage, 1, "alice", force=True)
     d.step()
     assert at_bake(d, 1) and d.state.stages[-1].entered_at == T0  # a Thursday
+
+
+def test_deploy_of_the_next_stage_after_its_predecessor_passed_is_a_normal_advance() -> None:
+    plan = load_plan_text(SCHEDULED, "scheduled.yaml")
+    d = Driver(plan)
+    d.step()
+    d.command(machine.approve, "one", "sre", "alice")
+    d.run_until(lambda d: d.now >= T0 + 2 * 3600)  # passed, waiting for Monday
+    d.command(machine.jump_to_stage, 1, "alice")  # no --yes needed: nothing is skipped
+    d.step()
+    assert at_bake(d, 1) and d.state.stages[0].outcome == "passed"
+    assert "stage.gates_skipped" not in d.names()
+    assert d.state.stages[0].refs["error_rate"].value == pytest.approx(0.0002)
+
+
+# ---- regressions found in review -------------------------------------------------------
+
+
+def test_a_slow_probe_still_finds_its_measurements(plan) -> None:
+    """The round uses the window decided when measuring, however long probes take."""
+    d = Driver(plan)
+    d.step()
+    d.world.error_rate = 0.05
+    for _ in range(6):
+        d.now += 60
+        decision = machine.decide(plan, d.state, d.now)
+        assert decision.action is not None and decision.action.kind is ActionKind.OBSERVE
+        outcome = d.world.outcome(decision.action, d.now)
+        slow = d.now + 0.7  # the probes answered 0.7 s later
+        d.state = machine.apply(plan, decision.state, decision.action, outcome, slow).state
+        if d.state.phase is not Phase.STAGE:
+            break
+    assert d.state.phase is Phase.ROLLING_BACK
+    assert all(r["verdict"] != "inconclusive" for r in d.state.last_results.values())
+
+
+def test_a_repeated_rollback_sets_and_reads_the_weight_again(plan) -> None:
+    d = Driver(plan)
+    d.step()
+    d.command(machine.request_rollback, "first", "alice")
+    d.step()
+    assert d.state.phase is Phase.ROLLED_BACK
+    d.world.weight = 30.0  # someone put traffic back on the canary by hand
+    d.command(machine.request_rollback, "again", "bob")
+    d.step()
+    assert d.world.weight == 0.0 and d.state.phase is Phase.ROLLED_BACK
+    assert [a.describe() for a in d.world.log[-3:]] == [
+        "set canary weight 0%", "verify canary weight 0%", "scale canary to 0"]
+    assert d.names().count("rollback.completed") == 1 and "rollback.reverified" in d.names()
+
+
+def test_a_failed_promote_is_rolled_back_by_redeploying_the_stable(plan) -> None:
+    d = Driver(plan)
+    d.step()
+    d.command(machine.approve, "one", "sre", "alice")
+    d.world.fail = {"promote"}
+    d.run_until(lambda d: d.state.phase is Phase.PROMOTING and d.state.step_failures > 0)
+    assert d.state.deployed["stable"].version == machine.UNKNOWN_VERSION
+    d.world.fail = set()
+    d.command(machine.request_rollback, "promote broke", "alice")
+    d.step()
+    kinds = [a.describe() for a in d.world.log if a.kind is not ActionKind.OBSERVE]
+    assert kinds[-5:] == ["deploy stable v1 × 5", "check stable is ready",
+                          "set canary weight 0%", "verify canary weight 0%", "scale canary to 0"]
+    assert d.state.phase is Phase.ROLLED_BACK
+
+
+def test_a_traffic_pause_holds(plan) -> None:
+    d = Driver(plan)
+    d.world.stuck_weight = 3.0
+    d.run_until(lambda d: d.state.paused is not None, limit=600)
+    shifts = sum(1 for a in d.world.log if a.kind is ActionKind.SET_WEIGHT)
+    d.now += 600
+    d.step()
+    d.now += 600
+    wait = d.step()
+    assert wait.human and sum(1 for a in d.world.log if a.kind is ActionKind.SET_WEIGHT) == shifts
+    assert d.names().count("rollout.paused") == 1
+
+
+def test_a_failing_rollback_does_not_flood_the_pager(plan) -> None:
+    d = Driver(plan)
+    d.step()
+    d.world.fail = {"set_weight"}
+    d.command(machine.request_rollback, "incident", "alice")
+    for _ in range(600):  # ten minutes of one-second retries
+        d.step()
+        d.now += 1
+    assert 2 <= d.names().count("rollback.failing") <= 3
+    assert d.state.rollback.failures >= 500
+
+
+def test_no_summaries_after_the_end(plan) -> None:
+    d = Driver(plan)
+    d.step()
+    d.command(machine.request_rollback, "stop", "alice")
+    d.step()
+    before = d.names().count("summary")
+    for _ in range(5):
+        d.now += 86400
+        d.step()
+    assert d.names().count("summary") == before

@@ -182,3 +182,92 @@ def test_the_plan_snapshot_is_kept_for_rollback(tmp_path: Path) -> None:
     make(load_plan(path), store, FakeClock()).reconcile()
     snapshot = store.load_plan()
     assert snapshot["text"] == path.read_text() and snapshot["source"] == str(path)
+
+
+# ---- regressions found in review -------------------------------------------------------
+
+
+def test_a_slow_probe_cannot_disarm_rollback_triggers(tmp_path: Path) -> None:
+    plan = load_plan(write_fake_plan(tmp_path, hold="2s"))
+    clock = FakeClock()
+
+    def slow(query):
+        clock.advance(0.3)  # every query takes 0.3 s of clock time
+        return (50, 100) if query.kind == "ratio" else 0.05
+
+    runner = make(plan, MemoryStore(), clock, probe=FakeProbe("m", script=slow))
+    result = runner.run(poll=1.0, max_passes=20)
+    assert result.state.phase is Phase.ROLLED_BACK
+    assert "error-rate-threshold" in result.state.rollback.reason
+
+
+def test_a_queued_rollback_stops_any_forward_action(tmp_path: Path) -> None:
+    plan = load_plan(write_fake_plan(tmp_path))
+    store = MemoryStore()
+    clock = FakeClock()
+    runner = make(plan, store, clock)
+    runner.reconcile()
+    clock.advance(2.5)  # stage one is ready to advance to 50%
+    store.request_abort({"reason": "stop", "by": "alice"})
+    result = runner.reconcile()
+    world = runner.adapters.traffic.world
+    assert result.state.phase is Phase.ROLLED_BACK
+    assert "set_weight 50" not in world.log and world.weight == 0.0
+
+
+def test_a_refused_queued_rollback_does_not_wedge_the_runner(tmp_path: Path) -> None:
+    plan = load_plan(write_fake_plan(tmp_path, duration="1s", retire="1s", window="1s"))
+    store = MemoryStore()
+    clock = FakeClock()
+    runner = make(plan, store, clock)
+    result = runner.run(poll=0.5, max_passes=200)
+    assert result.state.phase is Phase.COMPLETED
+    store.request_abort({"reason": "too late", "by": "bob"})
+    runner.reconcile()  # no exception
+    assert store.peek_abort() is None
+    refused = [e for e in store.audit if e["action"] == "rollback.refused"]
+    assert refused and "rollback window is closed" in refused[0]["reason"]
+
+
+def test_an_interrupted_action_the_rollout_moved_past_is_dropped(tmp_path: Path) -> None:
+    plan = load_plan(write_fake_plan(tmp_path))
+    store = LocalStore(tmp_path / "state")
+    clock = FakeClock()
+    context = context_for(plan, clock=clock)
+    traffic = FakeTrafficShifter("t", context=context)
+    original = traffic.set_weight
+
+    def dies_after_acting(weight: float) -> None:
+        original(weight)
+        raise Boom()
+
+    traffic.set_weight = dies_after_acting  # type: ignore[method-assign]
+    with pytest.raises(Boom):
+        make(plan, store, clock, traffic=traffic).reconcile()
+    assert store.load().pending["kind"] == "set_weight"
+    fresh = make(plan, store, clock, traffic=FakeTrafficShifter("t", context=context,
+                                                                world=traffic.world))
+    fresh.command(machine.request_promotion, "alice", actor="alice", action="promote",
+                  reason="now", force=True)
+    result = fresh.reconcile()
+    actions = [e["action"] for e in store.read_audit()]
+    assert "resume.dropped.set_weight" in actions and "resume.set_weight" not in actions
+    assert result.state.phase in (Phase.PROMOTED, Phase.COMPLETED)
+    assert any(entry.startswith("promote") for entry in fresh.adapters.workload.world.log)
+
+
+def test_a_plan_edit_that_removes_the_current_stage_is_refused_but_rollback_works(
+        tmp_path: Path) -> None:
+    from novactl._errors import StateError
+
+    path = write_fake_plan(tmp_path)
+    store = LocalStore(tmp_path / "state")
+    clock = FakeClock()
+    make(load_plan(path), store, clock).reconcile()
+    path.write_text(path.read_text().replace("name: one,", "name: uno,"))
+    edited = make(load_plan(path), store, clock)
+    with pytest.raises(StateError, match="no longer has"):
+        edited.reconcile()
+    edited.command(machine.request_rollback, "plan changed", "alice", actor="alice",
+                   action="rollback", reason="plan changed")
+    assert edited.reconcile().state.phase is Phase.ROLLED_BACK

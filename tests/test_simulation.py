@@ -150,6 +150,10 @@ def test_all_healthy_is_promoted_retired_and_completed() -> None:
     assert all(c["met"] for c in error_row["stages"])
     revenue = next(b for b in report["business"] if b["metric"] == "revenue_per_hour")
     assert revenue["baseline"] == pytest.approx(1000.0) and revenue["change"] == 0.0
+    # tickets: a 7-day baseline shown per day, like the daily count it is compared with
+    tickets = next(b for b in report["business"] if b["metric"] == "support_tickets")
+    assert tickets["baseline"] == pytest.approx(100.0) and tickets["after"] == pytest.approx(100)
+    assert tickets["change"] == pytest.approx(0.0) and tickets["met"] is True
 
 
 def test_error_spike_in_stage_two_rolls_back_naming_the_trigger() -> None:

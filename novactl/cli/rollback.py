@@ -81,20 +81,27 @@ def command(
 
 def carry_out(plan: Any, store: Any, reason: str, who: str, *, force: bool = False,
               lock_wait: float = 30.0, timeout: float = 300.0) -> None:
-    """Traffic first, then the record; raises typer.Exit with the exit code."""
+    """Traffic first, then the record; raises typer.Exit with the exit code.
+
+    Success (exit 0) means the router was seen at 0% canary during this invocation.
+    """
+    from novactl._clock import SystemClock
     from novactl._errors import LockHeld, StateError
     from novactl.core import machine
     from novactl.core.state import Phase
     from novactl.exitcodes import ExitCode
 
+    started = SystemClock().now()
     try:
         state = store.load()
     except StateError as exc:
         term.warn(f"{exc.message}; rolling traffic back anyway")
         state = None
-    promoted = (state is not None and "stable" in state.deployed
-                and state.deployed["stable"].version != plan.spec.versions.stable)
-    fast_ok = False if promoted else _traffic_first(plan, store)
+    if state is not None:  # refuse now what the state machine would refuse later
+        machine.request_rollback(plan, state, reason, who, started, force=force)
+    stable = state.deployed.get("stable") if state is not None else None
+    promoted = stable is not None and stable.version != plan.spec.versions.stable
+    fast_ok = False if promoted else _traffic_first(plan, store, state, who, reason)
     runner = make_runner(plan, store, by=who, lock_wait=lock_wait)
     try:
         runner.command(machine.request_rollback, reason, who, actor=who, action="rollback",
@@ -102,18 +109,21 @@ def carry_out(plan: Any, store: Any, reason: str, who: str, *, force: bool = Fal
     except LockHeld as held:
         store.request_abort({"reason": reason, "by": who, "at": time.time(), "force": force})
         term.warn(f"{held.message}; the rollback request is queued in {store.abort_file} and "
-                  "that process carries it out at its next pass")
+                  "that process carries it out before anything else")
+        if not promoted:  # the holder may have shifted forward while we waited: look again
+            fast_ok = _traffic_first(plan, store, state, who, reason, again=True)
         raise typer.Exit(int(ExitCode.OK if fast_ok else ExitCode.ACTION_FAILED)) from None
     deadline = time.monotonic() + timeout
     result = runner.run(poll=1.0, until=lambda r: time.monotonic() > deadline)
     runner.adapters.close()
     final = result.state
-    if final.phase is Phase.ROLLED_BACK and final.rollback is not None:
+    verified = (final.weight_verified_at is not None and final.weight_verified_at >= started)
+    if final.phase is Phase.ROLLED_BACK and final.rollback is not None and verified:
         rb = final.rollback
         took = rb.time_to_restore
         term.ok(f"rolled back to {final.stable_version}: {rb.reason}")
         if final.weight_actual is not None:
-            term.info(f"router reports {final.weight_actual:g}% canary (verified)")
+            term.info(f"router reports {final.weight_actual:g}% canary (verified now)")
         if took is not None:
             term.info(f"traffic restored {took:.2f}s after the request")
         raise typer.Exit(int(ExitCode.OK))
@@ -123,28 +133,47 @@ def carry_out(plan: Any, store: Any, reason: str, who: str, *, force: bool = Fal
     raise typer.Exit(int(ExitCode.ACTION_FAILED))
 
 
-def _traffic_first(plan: Any, store: Any) -> bool:
+def _traffic_first(plan: Any, store: Any, state: Any, who: str, reason: str, *,
+                   again: bool = False) -> bool:
     """Set 0% canary and read it back, before anything else.  True when verified."""
+    from novactl._clock import SystemClock, iso
     from novactl._errors import NovactlError
     from novactl.runner import AdapterSet, context_for
 
     adapters = AdapterSet(plan, context_for(plan, state_dir=store.path))
     started = time.monotonic()
+    outcome = "verified"
     try:
         adapters.traffic.set_weight(0.0)
         weight = adapters.traffic.get_weight()
-    except NovactlError as exc:
-        term.error(f"could not move traffic to stable: {exc.message}; retrying under the lock")
-        return False
+    except Exception as exc:  # a plugin's foreign exception must not stop a rollback
+        text = exc.message if isinstance(exc, NovactlError) else f"{type(exc).__name__}: {exc}"
+        term.error(f"could not move traffic to stable: {text}; retrying under the lock")
+        weight, outcome = None, f"failed: {text}"
     finally:
         adapters.close()
     took = time.monotonic() - started
+    if outcome == "verified":
+        if weight is None:
+            outcome = "requested (the router cannot report its weight)"
+        elif abs(weight) > plan.spec.traffic.weight_tolerance + 1e-9:
+            outcome = f"router still reports {weight:g}% canary"
+    now = SystemClock().now()
+    store.append_audit({
+        "time": iso(now), "ts": round(now, 3),
+        "rollout": state.rollout_id if state is not None else None,
+        "actor": who, "action": "rollback.traffic_first",
+        "reason": f"{reason}: set 0% canary {'again ' if again else ''}before anything else: "
+                  f"{outcome} ({took:.2f}s)",
+    })
+    if outcome.startswith("failed"):
+        return False
     if weight is None:
         term.info(f"traffic: 0% to canary requested ({took:.2f}s); the router cannot report "
                   "its weight")
         return True
-    if abs(weight) > plan.spec.traffic.weight_tolerance + 1e-9:
-        term.error(f"router still reports {weight:g}% canary after setting 0%")
+    if outcome.startswith("router still"):
+        term.error(f"{outcome} after setting 0%")
         return False
     term.ok(f"traffic: 0% to canary, router confirms ({took:.2f}s)")
     return True

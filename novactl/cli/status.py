@@ -43,6 +43,11 @@ def command(
         return
     decision = machine.decide(loaded, state, now)
     wait = decision.wait
+    if wait is None and state.last_wait:  # something is due; say what the last pass waited for
+        from novactl.core.actions import Wait
+
+        last = state.last_wait
+        wait = Wait(last.get("until"), str(last.get("reason", "")), bool(last.get("human")))
     next_action = decision.action.describe() if decision.action else None
     observed = _observe_live(loaded, store) if live else {}
     if output is Output.json:

@@ -49,6 +49,8 @@ class Action:
     header: str | None = None
     header_value: str | None = None
     requests: tuple[ObsRequest, ...] = ()
+    window: float | None = None  # observe: the evaluation window the requests cover...
+    at: float | None = None  # ...ending at this time (when it was decided)
 
     def describe(self) -> str:
         k = self.kind
@@ -74,7 +76,8 @@ class Action:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind.value, "purpose": self.purpose,
                                "reason": self.reason}
-        for name in ("role", "version", "replicas", "weight", "header", "header_value"):
+        for name in ("role", "version", "replicas", "weight", "header", "header_value",
+                     "window", "at"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -98,6 +101,8 @@ class Action:
             header=data.get("header"),
             header_value=data.get("header_value"),
             requests=tuple(ObsRequest(**r) for r in data.get("requests", [])),
+            window=data.get("window"),
+            at=data.get("at"),
         )
 
 

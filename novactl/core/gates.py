@@ -246,7 +246,7 @@ def _unusable(obs: Observation, min_samples: int) -> str:
         return f"no data: value is {obs.value!r}"
     if min_samples > 0:
         size = obs.sample_size
-        if size is None:
+        if size is None or not math.isfinite(size):
             return f"sample size unknown (need ≥ {min_samples:,})"
         if size < min_samples:
             return f"only {size:,.0f} samples (need ≥ {min_samples:,})"

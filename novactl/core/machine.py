@@ -76,6 +76,8 @@ TRAFFIC_RETRIES = 3  # set/verify weight mismatches before asking a human
 ROLLBACK_RETRY = 1.0  # seconds between attempts while rolling back
 SCALE_DOWN_ATTEMPTS = 3
 PROMOTION = "promotion"  # the approval key for the promotion step
+UNKNOWN_VERSION = "unknown"  # what a role runs after an action on it failed half-way
+ROLLBACK_ALERT_EVERY = 300.0  # while a rollback keeps failing, say so this often
 
 
 # --------------------------------------------------------------------------- context
@@ -144,7 +146,14 @@ def _step(ctx: _Ctx) -> Action | Wait | None:
     s = ctx.s
     if s.phase.terminal:
         if s.phase is Phase.ROLLED_BACK and s.abort is not None:
-            s.abort = None  # a repeated rollback request: already done (the runner re-verifies)
+            # asked again: set and read the weight once more, never trust the record alone
+            req = s.abort
+            s.abort = None
+            s.phase = Phase.ROLLING_BACK
+            _next_step(ctx, "shift")
+            ctx.emit("rollback.reverify", "info", "Rollback requested again: re-verifying",
+                     req.reason, actor=req.by, notify=False)
+            return None
         return Wait(None, _terminal_text(s))
     if s.abort is not None and s.phase is not Phase.ROLLING_BACK:
         req = s.abort
@@ -352,7 +361,8 @@ def _step_stage(ctx: _Ctx) -> Action | Wait | None:
                       f"route {header.name}: {header.value} to the canary",
                       header=header.name, header_value=header.value)
     if s.step == "shift":
-        if s.paused is not None and (s.weight_desired or 0) < stage.weight:
+        verified = s.weight_actual if s.weight_verified_at is not None else 0.0
+        if s.paused is not None and (verified or 0.0) < stage.weight:
             return Wait(None, f"paused before shifting to {stage.weight:g}%: {s.paused.reason}",
                         human=True)
         held = _retrying(ctx, workload.ready_timeout, workload.ready_poll)
@@ -433,7 +443,7 @@ def _step_bake(ctx: _Ctx) -> Action | Wait | None:
     if now >= due:
         window = _eval_window(now, last, interval)
         return Action(ActionKind.OBSERVE, "stage", f"evaluate stage {stage.name}",
-                      requests=_requests(ctx, stage.checks, window))
+                      requests=_requests(ctx, stage.checks, window), window=window, at=now)
     moved = _try_advance(ctx)
     if moved is True:
         return None
@@ -484,7 +494,10 @@ def _record_refs(ctx: _Ctx, rec: StageRecord) -> None:
 
 def _references(ctx: _Ctx) -> References:
     s = ctx.s
-    stages = {rec.name: rec.refs for rec in s.stages if rec.outcome == "passed"}
+    # what the canary showed in each stage it has left (the latest visit counts); a stage
+    # cut short by a rollback is no reference
+    stages = {rec.name: rec.refs for rec in s.stages
+              if rec.left_at is not None and rec.outcome != "rolled_back"}
     return References(
         stable_version=s.stable_version,
         canary_version=s.canary_version,
@@ -494,18 +507,28 @@ def _references(ctx: _Ctx) -> References:
     )
 
 
+def _gates_held(ctx: _Ctx) -> bool:
+    """The stage has baked its minimum and its mandatory criteria held for ``sustain``."""
+    s, now = ctx.s, ctx.now
+    if s.phase is not Phase.STAGE or s.step != "bake":
+        return False
+    stage = ctx.stage
+    start = ctx.record.bake_started_at or now
+    baked = now - start >= stage.duration.min
+    mandatory = any(c.role is CheckRole.MANDATORY for c in stage.checks)
+    sustained = (not mandatory and baked) or (
+        s.streak_since is not None and now - s.streak_since >= stage.sustain_for
+    )
+    return baked and sustained
+
+
 def _try_advance(ctx: _Ctx) -> bool | Wait | None:
     """True if the stage advanced; a Wait when a human must act; None to keep baking."""
     s, now = ctx.s, ctx.now
     stage = ctx.stage
     rec = ctx.record
     start = rec.bake_started_at or now
-    baked = now - start >= stage.duration.min
-    mandatory = [c for c in stage.checks if c.role is CheckRole.MANDATORY]
-    sustained = (not mandatory and baked) or (
-        s.streak_since is not None and now - s.streak_since >= stage.sustain_for
-    )
-    if not (baked and sustained):
+    if not _gates_held(ctx):
         limit = stage.duration.max
         if limit is not None and now - start >= limit and not rec.escalated:
             rec.escalated = True
@@ -553,7 +576,7 @@ def _missing_approvals(ctx: _Ctx, stage: str, roles: Iterable[str]) -> list[str]
     return missing
 
 
-def _advance(ctx: _Ctx) -> None:
+def _advance(ctx: _Ctx, *, start_now: bool = False) -> None:
     s, plan, now = ctx.s, ctx.plan, ctx.now
     rec = ctx.record
     rec.left_at = now
@@ -564,7 +587,7 @@ def _advance(ctx: _Ctx) -> None:
              f"criteria held for {format_duration(s.streak_since and now - s.streak_since)}; "
              f"{rec.evaluations} evaluations", stage=stage.name)
     if s.stage_index + 1 < len(plan.stages):
-        _enter_stage(ctx, s.stage_index + 1)
+        _enter_stage(ctx, s.stage_index + 1, now_or_schedule=start_now)
     else:
         _start_promotion(ctx)
 
@@ -664,10 +687,11 @@ def _step_promoted(ctx: _Ctx) -> Action | Wait | None:
     if now >= due and stage.checks:
         window = _eval_window(now, last, interval)
         return Action(ActionKind.OBSERVE, "post", "post-promotion monitoring",
-                      requests=_requests(ctx, stage.checks, window))
+                      requests=_requests(ctx, stage.checks, window), window=window, at=now)
     next_eval = due if stage.checks else end_at
     if s.paused is not None:
-        return Wait(next_eval, f"paused: {s.paused.reason}", human=True)
+        return Wait(next_eval if next_eval > now else None, f"paused: {s.paused.reason}",
+                    human=True)
     if s.retired_at is None and now >= retire_at:
         held = _retrying(ctx, 0.0, plan.spec.workload.ready_poll, give_up=False)
         if held is not False:
@@ -729,9 +753,9 @@ def _step_rollback(ctx: _Ctx) -> Action | Wait | None:
                     f"{s.step_error}", failing=True)
     if s.step == "redeploy":
         stable = s.deployed.get("stable")
+        replicas = (stable.replicas if stable else None) or plan.spec.promotion.replicas
         return Action(ActionKind.DEPLOY, "rollback", f"put {s.stable_version} back as stable",
-                      role="stable", version=s.stable_version,
-                      replicas=stable.replicas if stable else plan.spec.promotion.replicas)
+                      role="stable", version=s.stable_version, replicas=replicas)
     if s.step == "ready":
         return _poll_ready(ctx, "stable", "rollback", workload.ready_timeout, workload.ready_poll)
     if s.step == "shift":
@@ -749,7 +773,8 @@ def _finish_rollback(ctx: _Ctx, note: str = "") -> None:
     s, now = ctx.s, ctx.now
     rb = s.rollback
     assert rb is not None
-    rb.completed_at = now
+    again = rb.completed_at is not None
+    rb.completed_at = rb.completed_at or now
     s.phase = Phase.ROLLED_BACK
     s.step = ""
     s.completed_at = now
@@ -759,6 +784,11 @@ def _finish_rollback(ctx: _Ctx, note: str = "") -> None:
         text += f" {format_duration(took)} after detection"
     if note:
         text += f"; {note}"
+    if again:
+        ctx.emit("rollback.reverified", "info", "Rollback re-verified",
+                 f"router reports {s.weight_actual if s.weight_actual is not None else '?'}% "
+                 "canary", notify=False)
+        return
     ctx.emit("rollback.completed", "critical", f"Rolled back to {s.stable_version}", text,
              stage=rb.stage, time_to_restore=took)
 
@@ -777,10 +807,10 @@ def apply(plan: Plan, state: RolloutState, action: Action, outcome: Outcome,
     if kind is ActionKind.OBSERVE:
         if action.purpose == "baseline":
             _apply_baseline(ctx, outcome.observations)
-        elif s.phase is Phase.STAGE and s.step == "bake":
-            _apply_round(ctx, ctx.stage.checks, outcome.observations, post=False)
-        elif s.phase is Phase.PROMOTED:
-            _apply_round(ctx, plan.stages[-1].checks, outcome.observations, post=True)
+        elif s.phase is Phase.STAGE and s.step == "bake" and action.purpose == "stage":
+            _apply_round(ctx, ctx.stage.checks, outcome.observations, action, post=False)
+        elif s.phase is Phase.PROMOTED and action.purpose == "post":
+            _apply_round(ctx, plan.stages[-1].checks, outcome.observations, action, post=True)
         return Decision(s, events=ctx.events, results=ctx.results)
     if not outcome.ok:
         _apply_failure(ctx, action, outcome)
@@ -885,7 +915,7 @@ def _apply_verify(ctx: _Ctx, action: Action, outcome: Outcome) -> None:
         elif s.phase is Phase.ROLLING_BACK:
             rb = s.rollback
             assert rb is not None
-            rb.traffic_restored_at = now
+            rb.traffic_restored_at = rb.traffic_restored_at or now  # the first time counts
             ctx.emit("rollback.traffic_restored", "critical",
                      f"No traffic reaches {s.canary_version} any more",
                      f"{format_duration(rb.time_to_restore)} after detection", notify=False)
@@ -932,6 +962,11 @@ def _apply_failure(ctx: _Ctx, action: Action, outcome: Outcome) -> None:
             ctx.emit("version.retire_failed", "warning", f"Could not retire {action.version}",
                      error)
         return
+    if action.kind is ActionKind.PROMOTE:
+        # a promote that failed may have changed the stable half-way: a rollback must
+        # put the old version back, not trust that it is still there
+        s.deployed["stable"] = Deployed(UNKNOWN_VERSION, s.deployed.get("stable", Deployed(
+            UNKNOWN_VERSION)).replicas)
     if action.kind is ActionKind.SCALE and s.phase is Phase.PROMOTING and s.step == "scale_down":
         ctx.emit("promotion.scale_down_failed", "warning", "Could not scale the canary down",
                  error)
@@ -963,7 +998,8 @@ def _rollback_failure(ctx: _Ctx, error: str) -> None:
     s.step_failures += 1
     s.step_error = error
     s.last_poll_at = ctx.now
-    if rb.failures == 1 or rb.failures % 10 == 0:
+    if rb.last_alert_at is None or ctx.now - rb.last_alert_at >= ROLLBACK_ALERT_EVERY:
+        rb.last_alert_at = ctx.now
         ctx.emit("rollback.failing", "critical", "Rollback is failing; retrying",
                  f"{s.step}: {error} (attempt {rb.failures})")
 
@@ -986,14 +1022,18 @@ def _apply_baseline(ctx: _Ctx, observations: list[Observation]) -> None:
 
 
 def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observation],
-                 *, post: bool) -> None:
-    s, plan, now = ctx.s, ctx.plan, ctx.now
+                 action: Action, *, post: bool) -> None:
+    s, plan = ctx.s, ctx.plan
     rec = s.post_stage if post else ctx.record
     assert rec is not None
+    # The round covers the window decided when the measurement was asked for, ending
+    # then, however long the probes took to answer; the next round starts where it ended.
+    now = action.at if action.at is not None else ctx.now
     start = rec.bake_started_at or now
     last = s.last_eval_at or start
     stage = plan.stages[-1] if post else ctx.stage
-    eval_window = _eval_window(now, last, plan.interval(stage))
+    eval_window = (action.window if action.window is not None
+                   else _eval_window(now, last, plan.interval(stage)))
     s.last_eval_at = now
     rec.evaluations += 1
     by_key: dict[ObsKey, Observation] = {obs.key: obs for obs in observations}
@@ -1071,7 +1111,7 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
         check, result, _fired_at = fired_rollback
         if rollback_window_open:
             _start_rollback(ctx, f"trigger {check.name}: {result.reason}", "novactl",
-                            trigger=check.id, detected_at=now)
+                            trigger=check.id, detected_at=ctx.now)
             return
         if not s.triggers[check.id].acknowledged:
             s.triggers[check.id].acknowledged = True
@@ -1139,7 +1179,7 @@ def _pause(ctx: _Ctx, reason: str, by: str, kind: str) -> None:
 
 def _summaries(ctx: _Ctx) -> None:
     s, plan, now = ctx.s, ctx.plan, ctx.now
-    if s.started_at is None:
+    if s.started_at is None or s.phase.terminal:
         return
     for i, summary in enumerate(plan.spec.notifications.summaries):
         due = _last_occurrence(now, summary.minute_of_day, summary.days)
@@ -1377,6 +1417,13 @@ def jump_to_stage(plan: Plan, state: RolloutState, index: int, by: str, now: flo
                  notify=False)
         _next_step(ctx, "deploy")
         return CommandResult(s, ctx.events)
+    passed_waiting = (index == current + 1 and _gates_held(ctx) and s.paused is None
+                      and not _missing_approvals(ctx, ctx.stage.name,
+                                                 ctx.stage.approval.roles
+                                                 if ctx.stage.approval else []))
+    if passed_waiting:  # its gates and GOs are there; it only waited for the next start
+        _advance(ctx, start_now=True)
+        return CommandResult(s, ctx.events)
     if index > current + 1 or (index == current + 1 and s.phase is Phase.STAGE):
         if not force:
             skipping = plan.stages[max(current, 0):index]
@@ -1391,6 +1438,7 @@ def jump_to_stage(plan: Plan, state: RolloutState, index: int, by: str, now: flo
         rec = s.stages[-1]
         rec.left_at = now
         rec.outcome = "skipped" if index > current else "stepped-back"
+        _record_refs(ctx, rec)  # what it showed so far is still what it showed
     _enter_stage(ctx, index, now_or_schedule=True)  # `deploy` means now
     return CommandResult(s, ctx.events)
 

@@ -15,7 +15,7 @@ from typing import Any
 from novactl._units import format_duration, format_value
 from novactl.core.state import Aggregate, Phase, RolloutState, StageRecord
 from novactl.plan._expr import Condition, RefKind, ThresholdKind
-from novactl.plan._model import Plan, ReportMetric
+from novactl.plan._model import MetricKind, Plan, ReportMetric
 
 __all__ = ["build_report", "render_markdown"]
 
@@ -86,7 +86,12 @@ def build_report(plan: Plan, state: RolloutState, now: float) -> dict[str, Any]:
     business = []
     for item in plan.spec.report.business:
         metric = plan.metric(item.metric)
-        base = state.baseline.get(item.metric)
+        recorded = state.baseline.get(item.metric)
+        base_value = recorded.value if recorded else None
+        if (recorded is not None and metric.kind is MetricKind.COUNT
+                and metric.window and recorded.window):
+            # a count over the baseline window, shown for the metric's own window
+            base_value = recorded.value * metric.window / recorded.window
         version = None if metric.scope == "global" else state.canary_version
         after: float | None = None
         for rec in reversed(records):
@@ -95,20 +100,21 @@ def build_report(plan: Plan, state: RolloutState, now: float) -> dict[str, Any]:
                 after = agg.last
                 break
         change = None
-        if base is not None and after is not None and base.value:
-            change = (after - base.value) / abs(base.value)
+        if base_value is not None and after is not None and base_value:
+            change = (after - base_value) / abs(base_value)
         business.append({
             "metric": item.metric,
             "target": item.target,
-            "baseline": base.value if base else None,
+            "baseline": base_value,
             "after": after,
             "change": change,
             "text": {
-                "baseline": format_value(base.value, metric.dimension) if base else "—",
+                "baseline": format_value(base_value, metric.dimension)
+                if base_value is not None else "—",
                 "after": format_value(after, metric.dimension) if after is not None else "—",
                 "change": f"{change * 100:+.1f}%" if change is not None else "—",
             },
-            "met": _met(item.check, after, base.value if base else None),
+            "met": _met(item.check, after, base_value),
         })
     stages = [{
         "name": rec.name,

@@ -180,6 +180,7 @@ class RollbackRecord:
     completed_at: float | None = None
     failures: int = 0
     last_error: str = ""
+    last_alert_at: float | None = None
 
     @property
     def time_to_restore(self) -> float | None:
@@ -252,6 +253,7 @@ class RolloutState:
     post_stage: StageRecord | None = None  # what was seen after promotion
     summaries_sent: dict[str, float] = field(default_factory=dict)
     pending: dict[str, Any] | None = None  # the action whose intent is recorded
+    last_wait: dict[str, Any] | None = None  # what the last pass waited for (reason, human)
     outbox: list[dict[str, Any]] = field(default_factory=list)  # undelivered notifications
     adapter_state: dict[str, Any] = field(default_factory=dict)
     sequence: int = 0  # actions and events so far; ids are built from it
