@@ -30,6 +30,21 @@ def make(plan, store, clock, *, traffic=None, workload=None, probe=None, notifie
     return Runner(plan, store, adapters, clock=clock, actor="test")
 
 
+def crash_after_first_shift(plan, store, clock, context) -> FakeTrafficShifter:
+    """Run a pass whose first weight shift happens and then the process "dies"."""
+    traffic = FakeTrafficShifter("t", context=context)
+    original = traffic.set_weight
+
+    def dies_after_acting(weight: float) -> None:
+        original(weight)
+        raise Boom()
+
+    traffic.set_weight = dies_after_acting  # type: ignore[method-assign]
+    with pytest.raises(Boom):
+        make(plan, store, clock, traffic=traffic).reconcile()
+    return traffic
+
+
 def test_intent_is_recorded_before_acting_and_the_outcome_after(tmp_path: Path) -> None:
     plan = load_plan(write_fake_plan(tmp_path))
     store = LocalStore(tmp_path / "state")
@@ -48,16 +63,7 @@ def test_an_interrupted_action_is_run_again_on_resume(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "state")
     clock = FakeClock()
     context = context_for(plan, clock=clock)
-    traffic = FakeTrafficShifter("t", context=context)
-    original = traffic.set_weight
-
-    def dies_after_acting(weight: float) -> None:
-        original(weight)
-        raise Boom()
-
-    traffic.set_weight = dies_after_acting  # type: ignore[method-assign]
-    with pytest.raises(Boom):
-        make(plan, store, clock, traffic=traffic).reconcile()
+    traffic = crash_after_first_shift(plan, store, clock, context)
     state = store.load()
     assert state.pending is not None and state.pending["kind"] == "set_weight"
     fresh = make(plan, store, clock, traffic=FakeTrafficShifter("t", context=context,
@@ -234,16 +240,7 @@ def test_an_interrupted_action_the_rollout_moved_past_is_dropped(tmp_path: Path)
     store = LocalStore(tmp_path / "state")
     clock = FakeClock()
     context = context_for(plan, clock=clock)
-    traffic = FakeTrafficShifter("t", context=context)
-    original = traffic.set_weight
-
-    def dies_after_acting(weight: float) -> None:
-        original(weight)
-        raise Boom()
-
-    traffic.set_weight = dies_after_acting  # type: ignore[method-assign]
-    with pytest.raises(Boom):
-        make(plan, store, clock, traffic=traffic).reconcile()
+    traffic = crash_after_first_shift(plan, store, clock, context)
     assert store.load().pending["kind"] == "set_weight"
     fresh = make(plan, store, clock, traffic=FakeTrafficShifter("t", context=context,
                                                                 world=traffic.world))
