@@ -574,3 +574,15 @@ def test_no_summaries_after_the_end(plan) -> None:
         d.now += 86400
         d.step()
     assert d.names().count("summary") == before
+
+
+def test_promote_at_the_last_stage_once_its_gates_hold(plan) -> None:
+    d = Driver(plan)
+    d.step()
+    d.command(machine.approve, "one", "sre", "alice")
+    d.run_until(lambda d: at_bake(d, 1))
+    with pytest.raises(InputError, match="has not passed its gates"):
+        d.command(machine.request_promotion, "alice")
+    d.run_until(lambda d: d.now - d.state.stages[-1].bake_started_at >= 3600)
+    d.command(machine.request_promotion, "alice")
+    assert d.state.phase is Phase.PROMOTING and d.state.stages[-1].outcome == "passed"

@@ -1457,13 +1457,12 @@ def request_promotion(plan: Plan, state: RolloutState, by: str, now: float,
         if not at_last:
             raise InputError("promotion skips the remaining stages' gates; pass --yes to "
                              "promote now anyway (recorded in the audit log)")
-        moved = _Ctx(plan, s.clone(), now)
-        ready = _try_advance(moved)
+        ready = _try_advance(ctx)  # ctx holds a copy: trying leaves the input as it was
         if ready is not True:
             why = ready.reason if isinstance(ready, Wait) else _bake_text(ctx)
             raise InputError(f"the last stage has not passed its gates ({why}); pass --yes to "
                              "promote anyway")
-        return CommandResult(moved.s, moved.events)
+        return CommandResult(ctx.s, ctx.events)
     ctx.emit("promotion.forced", "warning", f"Promotion forced by {by}", actor=by)
     if s.phase is Phase.STAGE and s.stages:
         s.stages[-1].left_at = now
