@@ -26,7 +26,7 @@ def test_unknown_types_fail_loudly() -> None:
     with pytest.raises(UnknownAdapter) as info:
         load_class("traffic", "nginx-plus")
     assert str(info.value) == ("unknown traffic type 'nginx-plus' "
-                               "(known: command, fake, local)")
+                               "(known: command, fake, haproxy, local, nginx)")
     assert info.value.exit_code == 2
 
 

@@ -29,11 +29,14 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "traffic": {
         "local": "novactl.adapters.local:LocalTrafficShifter",
         "command": "novactl.adapters.command:CommandTrafficShifter",
+        "nginx": "novactl.adapters.nginx:NginxTrafficShifter",
+        "haproxy": "novactl.adapters.haproxy:HAProxyTrafficShifter",
         "fake": "novactl.adapters.fake:FakeTrafficShifter",
     },
     "probe": {
         "scrape": "novactl.adapters.scrape:ScrapeProbe",
         "prometheus": "novactl.adapters.prometheus:PrometheusProbe",
+        "http-json": "novactl.adapters.http_json:HttpJsonProbe",
         "fake": "novactl.adapters.fake:FakeProbe",
     },
     "workload": {
