@@ -74,7 +74,7 @@ from pydantic import Field, field_validator
 
 from novactl._errors import NoDataError, ProbeError
 from novactl.adapters._base import AdapterContext
-from novactl.adapters.prometheus import HttpConfig, HttpProbe, _http_url, _one_line, error_detail
+from novactl.adapters._http import HttpConfig, HttpProbe, error_detail, http_url, one_line
 from novactl.core.observations import Observation, ProbeQuery
 
 __all__ = ["HttpJsonProbe", "JsonQuery", "extract", "parse_path", "parse_query"]
@@ -180,13 +180,13 @@ def parse_query(text: str) -> JsonQuery:
         raise ValueError("empty query: expected URL | JSON-PATH, e.g. "
                          "/api/surveys?window={{window_seconds}} | data.satisfaction")
     if sep and not path_text.strip():
-        raise ValueError(f"nothing after '|' in {_one_line(text, 80)!r}: give a JSON path "
+        raise ValueError(f"nothing after '|' in {one_line(text, 80)!r}: give a JSON path "
                          "(or $ for the whole answer)")
     if any(ch.isspace() for ch in url):
-        raise ValueError(f"the URL {_one_line(url, 80)!r} contains spaces (encode them as %20)")
+        raise ValueError(f"the URL {one_line(url, 80)!r} contains spaces (encode them as %20)")
     scheme = _SCHEME.match(url)
     if scheme and not url.lower().startswith(("http://", "https://")):
-        raise ValueError(f"the URL {_one_line(url, 80)!r} is not http:// or https://")
+        raise ValueError(f"the URL {one_line(url, 80)!r} is not http:// or https://")
     return JsonQuery(url, parse_path(path_text))
 
 
@@ -239,7 +239,7 @@ def extract(document: Any, steps: tuple[Step, ...]) -> float:
                 raise ValueError(text)
             return float(text)
         except ValueError:
-            raise ValueError(f"{where} is the string {_one_line(node, 40)!r}, not a number"
+            raise ValueError(f"{where} is the string {one_line(node, 40)!r}, not a number"
                              ) from None
     return float(node)
 
@@ -257,7 +257,7 @@ class HttpJsonProbe(HttpProbe):
         @field_validator("base_url")
         @classmethod
         def _check_base_url(cls, value: str | None) -> str | None:
-            return None if value is None else _http_url(value)
+            return None if value is None else http_url(value)
 
     def __init__(self, name: str, config: Any, context: AdapterContext | None = None) -> None:
         super().__init__(name, config, context)
@@ -303,14 +303,14 @@ class HttpJsonProbe(HttpProbe):
         try:
             parsed = parse_query(query.strip())
         except ValueError as exc:
-            raise ProbeError(_one_line(exc, 300), adapter=self.label) from exc
+            raise ProbeError(one_line(exc, 300), adapter=self.label) from exc
         document = self.document(self.url_for(parsed.url))
         try:
             return extract(document, parsed.path)
         except NoDataError as exc:
             raise NoDataError(f"{exc.message} in the answer of {_shown(parsed.url)}") from exc
         except ValueError as exc:
-            raise ProbeError(f"{_one_line(exc)} in the answer of {_shown(parsed.url)}",
+            raise ProbeError(f"{one_line(exc)} in the answer of {_shown(parsed.url)}",
                              adapter=self.label) from exc
 
     def document(self, url: str) -> Any:
@@ -329,7 +329,7 @@ class HttpJsonProbe(HttpProbe):
             document = response.json()
         except ValueError as exc:
             kind = response.headers.get("content-type", "no content type")
-            raise ProbeError(f"{subject} answered with invalid JSON ({_one_line(kind, 60)})",
+            raise ProbeError(f"{subject} answered with invalid JSON ({one_line(kind, 60)})",
                              adapter=self.label) from exc
         if cache is not None:
             cache[url] = document
@@ -347,7 +347,7 @@ def _shown(url: str) -> str:
     try:
         parsed = httpx.URL(url)
     except Exception:
-        return _one_line(url.split("?", 1)[0], 120)
+        return one_line(url.split("?", 1)[0], 120)
     if parsed.userinfo:
         parsed = parsed.copy_with(username=None, password=None)
     if parsed.query:

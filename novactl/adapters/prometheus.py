@@ -65,20 +65,22 @@ from __future__ import annotations
 import functools
 import math
 import re
-import ssl
-import threading
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import httpx
-from pydantic import Field, field_validator, model_validator
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from pydantic import Field, field_validator
 
 from novactl._errors import NoDataError, ProbeError
 from novactl._units import format_duration, parse_duration
-from novactl.adapters._base import AdapterConfig, AdapterContext, BaseProbe, Duration
+from novactl.adapters._http import (
+    HttpConfig,
+    HttpProbe,
+    error_detail,
+    http_url,
+    one_line,
+    redacted,
+)
 from novactl.adapters._promtext import parse_value
 from novactl.core.observations import ProbeQuery
 
@@ -93,183 +95,11 @@ __all__ = [
     "parse_query",
 ]
 
-BACKOFF_FIRST = 0.2  # seconds before the first retry; doubles each time ...
-BACKOFF_MAX = 2.0  # ... up to this
 MAX_POINTS = 11_000  # Prometheus refuses range queries with more points per series
 RANGE_POINTS = 60  # the default step makes about this many points
 
 Reducer = Literal["max", "min", "avg", "last"]
 REDUCERS: tuple[str, ...] = ("max", "min", "avg", "last")
-
-
-# --------------------------------------------------------------------------- HTTP plumbing
-
-
-class _Retryable(Exception):
-    """A failure worth another attempt (transport error, HTTP 429 or 5xx)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-def _one_line(text: object, limit: int = 200) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _redacted(url: str) -> str:
-    """The URL without user information (which may hold a password)."""
-    try:
-        parsed = httpx.URL(url)
-    except Exception:
-        return _one_line(url, 120)
-    if parsed.userinfo:
-        parsed = parsed.copy_with(username=None, password=None)
-    return str(parsed)
-
-
-def error_detail(response: httpx.Response) -> str:
-    """``: errorType: error`` (or ``: error``/``: message``) from an error body; else its text."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = _one_line(response.text, 120)
-        return f": {text}" if text else ""
-    if isinstance(body, dict):
-        if body.get("status") == "error":
-            return f": {body.get('errorType', 'error')}: {_one_line(body.get('error', ''))}"
-        for key in ("error", "message", "detail"):
-            if isinstance(body.get(key), str | int | float) and str(body[key]).strip():
-                return f": {_one_line(body[key], 160)}"
-    return ""
-
-
-class HttpConfig(AdapterConfig):
-    """Settings every HTTP probe shares: timeout, auth, TLS, headers, retries."""
-
-    timeout: Duration = Field(10.0, description="Timeout of one request.")
-    token_env: str | None = Field(None, description="Environment variable with a "
-                                  "bearer token.")
-    username: str | None = Field(None, description="Basic-auth user name.")
-    password_env: str | None = Field(None, description="Environment variable with the "
-                                     "basic-auth password.")
-    verify_tls: bool = Field(True, description="Verify the server's certificate.")
-    ca_file: str | None = Field(None, description="CA bundle (relative to the plan file).")
-    headers: dict[str, str] = Field(default_factory=dict,
-                                    description="Extra request headers.")
-    retries: int = Field(3, ge=0, le=10, description="Retries on transport errors, "
-                         "HTTP 429 and 5xx.")
-
-    @model_validator(mode="after")
-    def _check_auth(self) -> HttpConfig:
-        if (self.username is None) != (self.password_env is None):
-            raise ValueError("basic auth needs both username and password_env")
-        if self.token_env and self.username:
-            raise ValueError("use token_env or username/password_env, not both")
-        return self
-
-
-def _http_url(value: str) -> str:
-    value = value.strip()
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("url must start with http:// or https://")
-    return value.rstrip("/")
-
-
-class HttpProbe(BaseProbe):
-    """A probe that asks an HTTP API: one pooled client with auth, TLS and retries.
-
-    Subclasses set a ``Config`` derived from :class:`HttpConfig`, implement
-    :meth:`fetch` and call :meth:`get`.
-    """
-
-    def __init__(self, name: str, config: Any, context: AdapterContext | None = None) -> None:
-        if isinstance(config, dict) and self.Config is not None:
-            config = self.Config.model_validate(config)
-        super().__init__(name, config, context or AdapterContext())
-        self._http: httpx.Client | None = None
-        self._lock = threading.Lock()
-        # How retries wait; the adapter's clock by default (a FakeClock does not block).
-        self.sleep: Callable[[float], None] = self.context.clock.sleep
-
-    # -- connection
-    def _verify(self) -> ssl.SSLContext | bool:
-        cfg = self.config
-        if not cfg.verify_tls:
-            return False
-        if not cfg.ca_file:
-            return True
-        path = Path(cfg.ca_file).expanduser()
-        if not path.is_absolute():
-            path = Path(self.context.base_dir) / path
-        try:
-            return ssl.create_default_context(cafile=str(path))
-        except (OSError, ssl.SSLError) as exc:
-            raise ProbeError(f"cannot load ca_file {path}: {_one_line(exc)}",
-                             adapter=self.label) from exc
-
-    def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None:
-                cfg = self.config
-                headers = {"Accept": "application/json", "User-Agent": "novactl",
-                           **cfg.headers}
-                auth: httpx.Auth | None = None
-                if cfg.token_env:
-                    token = self.context.secret(cfg.token_env, adapter=self.label)
-                    headers["Authorization"] = f"Bearer {token}"
-                elif cfg.username is not None and cfg.password_env is not None:
-                    password = self.context.secret(cfg.password_env, adapter=self.label)
-                    auth = httpx.BasicAuth(cfg.username, str(password))
-                self._http = httpx.Client(timeout=cfg.timeout, headers=headers, auth=auth,
-                                          verify=self._verify(), follow_redirects=True)
-            return self._http
-
-    def close(self) -> None:
-        with self._lock:
-            if self._http is not None:
-                self._http.close()
-                self._http = None
-
-    # -- requests
-    def get(self, url: str, params: Mapping[str, str] | None = None, *,
-            subject: str = "") -> httpx.Response:
-        """GET ``url``, retrying transport errors, 429 and 5xx; any other answer is returned.
-
-        ``subject`` starts the error message ("query to https://prom"); the default
-        is ``request to <url without user information>``.
-        """
-        client = self._client()
-        subject = subject or f"request to {_redacted(url)}"
-        attempts = self.config.retries + 1
-        retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX),
-            retry=retry_if_exception_type(_Retryable),
-            sleep=self.sleep,
-            reraise=True,
-        )
-        try:
-            return retrying(self._attempt, client, url, dict(params or {}), subject)
-        except _Retryable as exc:
-            tries = f"after {attempts} attempts" if attempts > 1 else "(no retries)"
-            raise ProbeError(f"{subject} failed {tries}: last {exc.detail}",
-                             adapter=self.label) from exc
-
-    def _attempt(self, client: httpx.Client, url: str, params: dict[str, str],
-                 subject: str) -> httpx.Response:
-        try:
-            response = client.get(url, params=params or None)
-        except httpx.TransportError as exc:
-            raise _Retryable(f"error {type(exc).__name__}: {_one_line(exc) or 'no details'}"
-                             ) from exc
-        except httpx.HTTPError as exc:
-            raise ProbeError(f"{subject} failed: {type(exc).__name__}: {_one_line(exc)}",
-                             adapter=self.label) from exc
-        if response.status_code == 429 or response.status_code >= 500:
-            raise _Retryable(f"status HTTP {response.status_code}{error_detail(response)}")
-        return response
 
 
 # --------------------------------------------------------------------------- query syntax
@@ -382,7 +212,7 @@ def check_promql(expr: str) -> None:
                 end += 2 if expr[end] == "\\" and char != "`" else 1
             if end >= len(expr):
                 raise ValueError(f"unterminated string starting at column {i + 1}: "
-                                 f"{_one_line(expr[i:], 40)}")
+                                 f"{one_line(expr[i:], 40)}")
             i = end + 1
             continue
         if char == "#":  # a PromQL comment runs to the end of the line
@@ -413,10 +243,10 @@ class PrometheusProbe(HttpProbe):
         @field_validator("url")
         @classmethod
         def _check_url(cls, value: str) -> str:
-            return _http_url(value)
+            return http_url(value)
 
     def __repr__(self) -> str:
-        return f"PrometheusProbe(name={self.name!r}, url={_redacted(self.config.url)!r})"
+        return f"PrometheusProbe(name={self.name!r}, url={redacted(self.config.url)!r})"
 
     @property
     def endpoint(self) -> str:
@@ -440,7 +270,7 @@ class PrometheusProbe(HttpProbe):
         try:
             parsed = parse_query(query)
         except ValueError as exc:
-            raise ProbeError(_one_line(exc, 300), adapter=self.label) from exc
+            raise ProbeError(one_line(exc, 300), adapter=self.label) from exc
         if parsed.range is None:
             return self.instant(parsed.expr, at=request.at)
         at = request.at if request.at > 0 else self.context.clock.now()
@@ -467,7 +297,7 @@ class PrometheusProbe(HttpProbe):
         ``reduce`` is one of max, min, avg, last.  Returns a finite number; raises
         NoDataError or ProbeError.
         """
-        shown = _one_line(query, 160)
+        shown = one_line(query, 160)
         if reduce not in REDUCERS:
             raise ProbeError(f"unknown reduce {reduce!r} (known: {', '.join(REDUCERS)})",
                              adapter=self.label)
@@ -499,10 +329,10 @@ class PrometheusProbe(HttpProbe):
 
     @property
     def _subject(self) -> str:
-        return f"query to {_redacted(self.config.url)}"
+        return f"query to {redacted(self.config.url)}"
 
     def _payload(self, response: httpx.Response) -> dict[str, Any]:
-        where = _redacted(self.config.url)
+        where = redacted(self.config.url)
         if not response.is_success:
             raise ProbeError(f"query to {where} failed: HTTP {response.status_code}"
                              f"{error_detail(response)}", adapter=self.label)
@@ -515,10 +345,10 @@ class PrometheusProbe(HttpProbe):
             raise ProbeError(f"{where} answered with unexpected JSON", adapter=self.label)
         if payload.get("status") != "success":
             raise ProbeError(f"query failed: {payload.get('errorType', 'error')}: "
-                             f"{_one_line(payload.get('error', 'no details'))}",
+                             f"{one_line(payload.get('error', 'no details'))}",
                              adapter=self.label)
         for warning in payload.get("warnings") or []:
-            self.context.log(f"{self.label}: warning: {_one_line(warning)}")
+            self.context.log(f"{self.label}: warning: {one_line(warning)}")
         return payload
 
     def _result(self, payload: dict[str, Any]) -> tuple[Any, Any]:
@@ -542,7 +372,7 @@ class PrometheusProbe(HttpProbe):
         return series
 
     def _value(self, query: str, payload: dict[str, Any]) -> float:
-        shown = _one_line(query, 160)
+        shown = one_line(query, 160)
         result_type, result = self._result(payload)
         try:
             if result_type == "vector":
@@ -562,7 +392,7 @@ class PrometheusProbe(HttpProbe):
                                  adapter=self.label)
             value = parse_value(str(raw))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise ProbeError(f"malformed answer for {shown}: {_one_line(exc)}",
+            raise ProbeError(f"malformed answer for {shown}: {one_line(exc)}",
                              adapter=self.label) from exc
         if not math.isfinite(value):
             raise NoDataError(f"query returned {raw} for {shown}")
@@ -570,7 +400,7 @@ class PrometheusProbe(HttpProbe):
 
     def _series_values(self, query: str, payload: dict[str, Any]) -> list[float]:
         """The points of the one series a range query returned (oldest first)."""
-        shown = _one_line(query, 160)
+        shown = one_line(query, 160)
         result_type, result = self._result(payload)
         if result_type != "matrix":
             raise ProbeError(f"unexpected result type {result_type!r} for a range query: "
@@ -584,6 +414,6 @@ class PrometheusProbe(HttpProbe):
         try:
             points = sorted((float(t), parse_value(str(v))) for t, v in series["values"])
         except (TypeError, ValueError) as exc:
-            raise ProbeError(f"malformed answer for {shown}: {_one_line(exc)}",
+            raise ProbeError(f"malformed answer for {shown}: {one_line(exc)}",
                              adapter=self.label) from exc
         return [value for _, value in points]
