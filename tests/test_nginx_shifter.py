@@ -425,3 +425,32 @@ def test_documented_plan_loads_and_init_bootstraps(tmp_path: Path,
     assert "exists; left as it is" in capsys.readouterr().err
     assert main(["snippet", str(plan)]) == 0  # the plan's default include path
     assert "include /etc/nginx/novactl/novacron-api.conf;" in capsys.readouterr().out
+
+
+def test_with_check_url_a_change_counts_only_once_nginx_serves_it(
+        nginx: Callable[..., NginxServer], apps: dict[str, SampleApp]) -> None:
+    server = nginx([address(apps["stable"])], [address(apps["canary"])])
+    check = f"http://{server.host}:{server.port}/-/novactl-weight"
+    shifter = NginxTrafficShifter("traffic", NginxTrafficShifter.Config.model_validate(
+        server.shifter_config(stable=[address(apps["stable"])],
+                              canary=[address(apps["canary"])], check_url=check)),
+        AdapterContext())
+    for weight in (10, 50, 0):
+        shifter.set_weight(weight)  # returns only when nginx serves it: no waiting here
+        assert server.weight_served() == f"{weight:g}"
+        assert shifter.get_weight() == weight
+
+
+def test_a_reload_that_does_not_take_is_an_error_and_the_file_goes_back(
+        nginx: Callable[..., NginxServer], apps: dict[str, SampleApp]) -> None:
+    server = nginx([address(apps["stable"])], [address(apps["canary"])])
+    before = server.include_file.read_bytes()
+    # a check URL that never reports the new weight stands for a reload nginx did not apply
+    wrong = f"{apps['stable'].url}/health"
+    shifter = NginxTrafficShifter("traffic", NginxTrafficShifter.Config.model_validate(
+        server.shifter_config(stable=[address(apps["stable"])],
+                              canary=[address(apps["canary"])], check_url=wrong,
+                              reload_timeout="500ms")), AdapterContext())
+    with pytest.raises(TrafficError, match="nginx did not apply the new config within 500ms"):
+        shifter.set_weight(30)
+    assert server.include_file.read_bytes() == before

@@ -73,6 +73,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ from pydantic import Field, field_validator, model_validator
 from novactl._errors import NovactlError, TrafficError
 from novactl._units import format_duration
 from novactl.adapters._base import Adapter, AdapterConfig, AdapterContext, Duration
+
+SERVED_READS = 5  # matching answers in a row before a reload counts as served
 
 __all__ = [
     "IncludeState",
@@ -343,6 +346,10 @@ class NginxTrafficShifter(Adapter):
         debug_header: str = Field(
             "X-Canary-Debug", description="Requests with this header go to the canary.")
         debug_value: str = Field("1", description="... when the header has this value.")
+        check_url: str | None = Field(
+            None, description="URL on this nginx that answers $<name>_weight (a location "
+            "with `return 200 $<name>_weight;`): then a change counts only once nginx "
+            "serves it, and get_weight reports what nginx serves, not what the file says.")
 
         @field_validator("name")
         @classmethod
@@ -450,7 +457,15 @@ class NginxTrafficShifter(Adapter):
         self._apply(f"set_weight {weight:g}%", weight, route, previous)
 
     def get_weight(self) -> float | None:
-        """The weight in the include file (what nginx was last told to load)."""
+        """What nginx serves (with ``check_url``), else the weight in the include file."""
+        if self.config.check_url:
+            served = self._served()
+            try:
+                return float(served)
+            except ValueError:
+                raise TrafficError(f"{self.config.check_url} answered {served[:40]!r}, not a "
+                                   "weight: it must return $" + self.config.name + "_weight",
+                                   adapter=self.label) from None
         try:
             text = Path(os.path.realpath(self.path)).read_text(encoding="utf-8")
         except FileNotFoundError as exc:
@@ -574,9 +589,57 @@ class NginxTrafficShifter(Adapter):
                     again = "; reloading it failed too" + ("" if same else f" ({second})")
             raise TrafficError(f"{operation}: {exc}; {restored}{again}",
                                adapter=self.label) from exc.__cause__
+        wanted = _weight_text(basis_points(weight))
+        if self.config.check_url:
+            served, steady = self._wait_served(wanted)
+            if not steady:  # the reload did not take (nginx keeps its old config)
+                restored = self._restore(previous)
+                with suppress(_Failed):
+                    self._run(command, ["-s", "reload"], "nginx -s reload")
+                raise TrafficError(
+                    f"{operation}: nginx did not apply the new config within "
+                    f"{format_duration(self.config.reload_timeout)} (it serves "
+                    f"{served or 'nothing'}% canary, wanted {wanted}%); {restored}; see nginx's "
+                    "error log", adapter=self.label)
         route = "on" if header_route else "off"
-        self.context.log(f"nginx: {self.path}: {_weight_text(basis_points(weight))}% canary, "
-                         f"header route {route}; reloaded")
+        self.context.log(f"nginx: {self.path}: {wanted}% canary, header route {route}; "
+                         "reloaded" + (" and serving" if self.config.check_url else ""))
+
+    def _served(self) -> str:
+        """The weight nginx serves now, from ``check_url``."""
+        import httpx
+
+        url = self.config.check_url or ""
+        try:
+            response = httpx.get(url, timeout=min(self.config.reload_timeout, 5.0))
+        except httpx.HTTPError as exc:
+            raise TrafficError(f"cannot read the served weight from {url}: "
+                               f"{type(exc).__name__}: {exc}", adapter=self.label) from exc
+        if response.status_code != 200:
+            raise TrafficError(f"{url} answered HTTP {response.status_code}",
+                               adapter=self.label)
+        return response.text.strip()
+
+    def _wait_served(self, wanted: str) -> tuple[str, bool]:
+        """Poll ``check_url`` until nginx serves ``wanted`` (reloads are asynchronous).
+
+        Right after a reload, old workers may still accept connections for a moment,
+        so it takes several matching answers in a row, not one.
+        """
+        deadline = time.monotonic() + self.config.reload_timeout
+        served = ""
+        in_a_row = 0
+        while True:
+            try:
+                served = self._served()
+            except TrafficError:
+                served = ""
+            in_a_row = in_a_row + 1 if served == wanted else 0
+            if in_a_row >= SERVED_READS:
+                return served, True
+            if time.monotonic() >= deadline:
+                return served, False
+            time.sleep(0.05)
 
     def _command(self) -> list[str]:
         words = shlex.split(self.config.nginx)
