@@ -1,9 +1,11 @@
-"""End to end against real servers: nginx routes, Prometheus measures, novactl decides.
+"""End to end against real servers: nginx or HAProxy routes, Prometheus measures, novactl
+decides.
 
 One environment for the module: a stable (v2.9.0) and a canary (v3.0.0) sample service,
 a real Prometheus scraping both every second, a real nginx in front of them driven by the
-nginx traffic shifter, and steady load through nginx.  Each scenario writes its own
-compressed plan and state directory and runs the real runner with the real adapters.
+nginx traffic shifter (with steady load through it), and a real HAProxy in front of the
+same services driven through its runtime API.  Each scenario writes its own compressed
+plan and state directory and runs the real runner with the real adapters.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _haproxy import HAProxy, running_haproxy
 from _nginx import NginxServer
 from _prometheus import PrometheusServer
 from _servers import require_binary, wait_for
@@ -103,6 +107,7 @@ class Environment:
     prometheus: PrometheusServer
     nginx: NginxServer
     load: LoadGenerator
+    haproxy: HAProxy
 
     @property
     def router(self) -> str:
@@ -127,7 +132,7 @@ class Environment:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
-    for binary in ("nginx", "prometheus"):
+    for binary in ("nginx", "prometheus", "haproxy"):
         require_binary(binary)
     base = tmp_path_factory.mktemp("e2e")
     stable = SampleApp("v2.9.0", "stable", base_latency=(0.001, 0.005), seed=1).start()
@@ -135,6 +140,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
     prometheus = PrometheusServer([stable.url, canary.url], base / "prometheus")
     nginx = NginxServer(base / "nginx", base / "nginx" / "novactl-split.conf")
     load: LoadGenerator | None = None
+    stack = ExitStack()
     try:
         shifter = NginxTrafficShifter("traffic", NginxTrafficShifter.Config.model_validate(
             nginx.shifter_config(stable=[_hostport(stable)], canary=[_hostport(canary)])),
@@ -146,8 +152,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
         load = LoadGenerator(f"http://{nginx.host}:{nginx.port}/", 80, concurrency=8,
                              timeout=2.0).start()
         prometheus.wait_for_samples('sum(http_requests_total{version="v2.9.0"})')
-        yield Environment(stable, canary, prometheus, nginx, load)
+        haproxy = stack.enter_context(running_haproxy(
+            base / "haproxy", int(_hostport(stable).rsplit(":", 1)[1]),
+            int(_hostport(canary).rsplit(":", 1)[1])))
+        yield Environment(stable, canary, prometheus, nginx, load, haproxy)
     finally:
+        stack.close()
         if load is not None:
             load.stop(timeout=5)
         nginx.stop()
@@ -278,3 +288,70 @@ def test_nginx_config_test_failure_keeps_the_old_config_and_the_state(env, rollo
         conf.write_text(good)
     result = run_until(runner, lambda r: r.state.phase.terminal, timeout=60)
     assert result.state.phase is Phase.COMPLETED
+
+
+HAPROXY_TRAFFIC = """\
+  traffic:
+    type: haproxy
+    debug_header: {{name: X-Canary-Debug, value: "1"}}
+    config:
+      socket: "{socket}"
+      backend: app
+      stable: [stable]
+      canary: [canary]
+      debug_map: "{debug_map}"
+      canary_backend: canary_only
+"""
+
+
+@pytest.fixture
+def haproxy_rollout(env: Environment, rollout, tmp_path: Path) -> Iterator[Callable[[], Runner]]:
+    """The same compressed plan, with HAProxy's runtime API as the traffic shifter and load
+    through HAProxy."""
+    env.haproxy.runtime("set weight app/canary 0")
+    env.haproxy.runtime("set weight app/stable 100")
+    load = LoadGenerator(f"http://127.0.0.1:{env.haproxy.port}/", 60, concurrency=6,
+                         timeout=2.0).start()
+
+    def make() -> Runner:
+        rollout()  # writes plan.yaml for nginx; swap the traffic section
+        path = tmp_path / "plan.yaml"
+        text = path.read_text()
+        start = text.index("  traffic:")
+        end = text.index("  workload:")
+        traffic = HAPROXY_TRAFFIC.format(socket=env.haproxy.socket,
+                                         debug_map=env.haproxy.debug_map)
+        path.write_text(text[:start] + traffic + text[end:])
+        return make_runner(load_plan(path), LocalStore(tmp_path / "state"), by="e2e")
+
+    try:
+        yield make
+    finally:
+        load.stop(timeout=5)
+
+
+def haproxy_share(env: Environment, requests: int = 200) -> float:
+    seen = env.haproxy.versions(requests)
+    return seen.get("v3.0.0", 0) / max(1, sum(seen.values()))
+
+
+def test_haproxy_healthy_canary_is_promoted(env, haproxy_rollout):
+    runner = haproxy_rollout()
+    for index, weight in ((0, 10), (1, 50), (2, 100)):
+        run_until(runner, baking(index), timeout=40)
+        assert abs(haproxy_share(env) - weight / 100) < 0.08
+        assert env.haproxy.versions(20, {"X-Canary-Debug": "1"}) == {"v3.0.0": 20}
+    result = run_until(runner, lambda r: r.state.phase.terminal, timeout=60)
+    assert result.state.phase is Phase.COMPLETED
+    assert haproxy_share(env) == 0.0  # promoted: all traffic on the stable servers
+    assert env.haproxy.runtime("get weight app/canary").startswith("0 ")
+
+
+def test_haproxy_canary_failing_rolls_back(env, haproxy_rollout):
+    runner = haproxy_rollout()
+    run_until(runner, baking(1), timeout=40)
+    env.canary.set_fault(errors=0.5)
+    result = run_until(runner, lambda r: r.state.phase.terminal, timeout=40)
+    assert result.state.phase is Phase.ROLLED_BACK
+    assert result.state.rollback.reason.startswith("trigger error-rate-threshold:")
+    assert haproxy_share(env) == 0.0
