@@ -235,3 +235,32 @@ def test_missing_ca_file_is_an_error(clock: FakeClock, tmp_path: Any) -> None:
                             AdapterContext(clock=clock, base_dir=tmp_path))
     obs = ask(probe, clock, value="up")
     assert obs.status is ObsStatus.ERROR and "cannot load ca_file" in obs.reason
+
+
+def test_token_and_password_can_come_from_files(tmp_path) -> None:
+    import respx
+    from httpx import Response
+
+    from novactl.adapters._base import AdapterContext
+    from novactl.adapters.prometheus import PrometheusProbe
+
+    (tmp_path / "token").write_text("tok-from-file\n")
+    (tmp_path / "password").write_text("pw-from-file")
+    context = AdapterContext(base_dir=tmp_path, env={})
+    answer = {"status": "success", "data": {"resultType": "scalar", "result": [0, "1"]}}
+    with respx.mock(base_url="http://prom.test") as mock:
+        route = mock.get("/api/v1/query").mock(return_value=Response(200, json=answer))
+        probe = PrometheusProbe("p", {"url": "http://prom.test", "token_file": "token"},
+                                context)
+        assert probe.instant("1") == 1.0
+        assert route.calls[-1].request.headers["Authorization"] == "Bearer tok-from-file"
+        basic = PrometheusProbe("p", {"url": "http://prom.test", "username": "u",
+                                      "password_file": str(tmp_path / "password")}, context)
+        assert basic.instant("1") == 1.0
+        assert route.calls[-1].request.headers["Authorization"].startswith("Basic ")
+    missing = PrometheusProbe("p", {"url": "http://prom.test", "token_file": "nope"}, context)
+    from novactl._errors import AdapterError
+
+    with pytest.raises(AdapterError) as info:
+        missing.instant("1")
+    assert "cannot read secret file" in str(info.value) and "tok-from-file" not in str(info.value)

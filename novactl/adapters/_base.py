@@ -82,6 +82,21 @@ class AdapterContext:
             raise AdapterError(f"environment variable {env_name} is not set", adapter=adapter)
         return Secret(value)
 
+    def secret_file(self, path: str, *, adapter: str) -> Secret:
+        """Read a secret from a file (relative to the plan file); only its path is ever
+        shown.  Surrounding whitespace (a trailing newline) is dropped."""
+        file = Path(path).expanduser()
+        if not file.is_absolute():
+            file = self.base_dir / file
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AdapterError(f"cannot read secret file {file}: {exc.strerror or 'error'}",
+                               adapter=adapter) from None
+        if not value:
+            raise AdapterError(f"secret file {file} is empty", adapter=adapter)
+        return Secret(value)
+
 
 class Adapter:
     """Optional base class: holds name, validated config and context."""

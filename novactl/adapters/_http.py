@@ -73,9 +73,13 @@ class HttpConfig(AdapterConfig):
     timeout: Duration = Field(10.0, description="Timeout of one request.")
     token_env: str | None = Field(None, description="Environment variable with a "
                                   "bearer token.")
+    token_file: str | None = Field(None, description="File with a bearer token (e.g. a "
+                                   "service-account token), relative to the plan file.")
     username: str | None = Field(None, description="Basic-auth user name.")
     password_env: str | None = Field(None, description="Environment variable with the "
                                      "basic-auth password.")
+    password_file: str | None = Field(None, description="File with the basic-auth "
+                                      "password, relative to the plan file.")
     verify_tls: bool = Field(True, description="Verify the server's certificate.")
     ca_file: str | None = Field(None, description="CA bundle (relative to the plan file).")
     headers: dict[str, str] = Field(default_factory=dict,
@@ -85,9 +89,14 @@ class HttpConfig(AdapterConfig):
 
     @model_validator(mode="after")
     def _check_auth(self) -> HttpConfig:
-        if (self.username is None) != (self.password_env is None):
+        if self.token_env and self.token_file:
+            raise ValueError("use token_env or token_file, not both")
+        if self.password_env and self.password_file:
+            raise ValueError("use password_env or password_file, not both")
+        password = self.password_env or self.password_file
+        if (self.username is None) != (password is None):
             raise ValueError("basic auth needs both username and password_env")
-        if self.token_env and self.username:
+        if (self.token_env or self.token_file) and self.username:
             raise ValueError("use token_env or username/password_env, not both")
         return self
 
@@ -138,11 +147,16 @@ class HttpProbe(BaseProbe):
                 headers = {"Accept": "application/json", "User-Agent": "novactl",
                            **cfg.headers}
                 auth: httpx.Auth | None = None
-                if cfg.token_env:
-                    token = self.context.secret(cfg.token_env, adapter=self.label)
+                if cfg.token_env or cfg.token_file:
+                    token = (self.context.secret(cfg.token_env, adapter=self.label)
+                             if cfg.token_env else
+                             self.context.secret_file(cfg.token_file or "", adapter=self.label))
                     headers["Authorization"] = f"Bearer {token}"
-                elif cfg.username is not None and cfg.password_env is not None:
-                    password = self.context.secret(cfg.password_env, adapter=self.label)
+                elif cfg.username is not None:
+                    password = (self.context.secret(cfg.password_env, adapter=self.label)
+                                if cfg.password_env else
+                                self.context.secret_file(cfg.password_file or "",
+                                                         adapter=self.label))
                     auth = httpx.BasicAuth(cfg.username, str(password))
                 self._http = httpx.Client(timeout=cfg.timeout, headers=headers, auth=auth,
                                           verify=self._verify(), follow_redirects=True)
