@@ -94,6 +94,7 @@ from pydantic import Field
 from novactl._errors import NoDataError, ProbeError
 from novactl._units import parse_duration
 from novactl.adapters._base import AdapterConfig, AdapterContext, BaseProbe, Duration
+from novactl.adapters._http import one_line, redacted
 from novactl.adapters._promtext import (
     Selector,
     SelectorError,
@@ -321,20 +322,6 @@ def _increase(key: SeriesKey, snaps: list[Snapshot]) -> float:
     return total
 
 
-def _one_line(text: object, limit: int = 200) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _display(url: str) -> str:
-    """The URL without user information (which may hold a password)."""
-    try:
-        parsed = httpx.URL(url)
-    except Exception:
-        return _one_line(url, 120)
-    if parsed.userinfo:
-        parsed = parsed.copy_with(username=None, password=None)
-    return str(parsed)
 
 
 # --------------------------------------------------------------------------- probe
@@ -363,7 +350,7 @@ class ScrapeProbe(BaseProbe):
         self._load()
 
     def __repr__(self) -> str:
-        targets = ", ".join(_display(t) for t in self.config.targets)
+        targets = ", ".join(redacted(t) for t in self.config.targets)
         return f"ScrapeProbe(name={self.name!r}, targets=[{targets}])"
 
     # -- state
@@ -396,7 +383,7 @@ class ScrapeProbe(BaseProbe):
                 return
             snaps = [Snapshot.from_json(item) for item in data.get("snapshots", [])]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self.context.log(f"{self.label}: ignoring unreadable {path}: {_one_line(exc)}")
+            self.context.log(f"{self.label}: ignoring unreadable {path}: {one_line(exc)}")
             return
         self._history = prune(snaps, self.context.clock.now())
 
@@ -419,7 +406,7 @@ class ScrapeProbe(BaseProbe):
             with contextlib.suppress(OSError):
                 tmp.unlink()
             self.context.log(f"{self.label}: cannot save scrape history to {path}: "
-                             f"{_one_line(exc)}")
+                             f"{one_line(exc)}")
 
     # -- scraping
     def _client(self) -> httpx.Client:
@@ -438,11 +425,11 @@ class ScrapeProbe(BaseProbe):
 
     def _scrape_target(self, client: httpx.Client, index: int, target: str,
                        snapshot: Snapshot) -> None:
-        where = _display(target)
+        where = redacted(target)
         try:
             response = client.get(target)
         except httpx.HTTPError as exc:
-            detail = _one_line(str(exc)) or "no details"
+            detail = one_line(str(exc)) or "no details"
             raise ProbeError(f"cannot scrape {where}: {type(exc).__name__}: {detail}",
                              adapter=self.label) from exc
         if response.status_code != 200:
@@ -451,7 +438,7 @@ class ScrapeProbe(BaseProbe):
         try:
             exposition = parse(response.text)
         except ValueError as exc:
-            raise ProbeError(f"cannot parse metrics from {where}: {_one_line(exc)}",
+            raise ProbeError(f"cannot parse metrics from {where}: {one_line(exc)}",
                              adapter=self.label) from exc
         for name, labels, value, _timestamp in exposition.samples:
             snapshot.series[(index, name, tuple(sorted(labels.items())))] = value
@@ -497,7 +484,7 @@ class ScrapeProbe(BaseProbe):
         try:
             parsed = parse_query(query.strip())
         except ValueError as exc:
-            raise ProbeError(_one_line(exc, 300), adapter=self.label) from exc
+            raise ProbeError(one_line(exc, 300), adapter=self.label) from exc
         window = parsed.range if parsed.range is not None else float(request.window)
         current = self.scrape(since=request.at)
         with self._lock:
