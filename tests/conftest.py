@@ -24,7 +24,12 @@ def cli(capsys: pytest.CaptureFixture[str]):
 
     def run(*args: str) -> tuple[int, str, str]:
         term.output = "text"
-        code = main([str(a) for a in args])
+        saved = dict(os.environ)  # root options (--store, --dry-run, -n...) export variables
+        try:
+            code = main([str(a) for a in args])
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         out, err = capsys.readouterr()
         return code, out, err
 

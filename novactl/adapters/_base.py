@@ -74,10 +74,14 @@ class AdapterContext:
     clock: Clock = field(default_factory=SystemClock)
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
     log: Callable[[str], None] = lambda _msg: None
+    # --dry-run: adapters that support it (``supports_dry_run = True``) show the writes
+    # they would make through ``announce`` and make none; others are wrapped by the runner.
+    dry_run: bool = False
+    announce: Callable[[str], None] = lambda _msg: None
 
     def secret(self, env_name: str, *, adapter: str) -> Secret:
         """Read a secret from the environment; its value never appears in messages."""
-        value = self.env.get(env_name)
+        value = (self.env.get(env_name) or "").strip()
         if not value:
             raise AdapterError(f"environment variable {env_name} is not set", adapter=adapter)
         return Secret(value)

@@ -8,6 +8,7 @@ credentials.
 
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 from collections.abc import Callable, Mapping
@@ -40,12 +41,15 @@ def one_line(text: object, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+_USERINFO = re.compile(r"://[^/?#]*@")
+
+
 def redacted(url: str) -> str:
     """The URL without user information (which may hold a password)."""
     try:
         parsed = httpx.URL(url)
     except Exception:
-        return one_line(url, 120)
+        return one_line(_USERINFO.sub("://", url), 120)
     if parsed.userinfo:
         parsed = parsed.copy_with(username=None, password=None)
     return str(parsed)
@@ -105,6 +109,12 @@ def http_url(value: str) -> str:
     value = value.strip()
     if not value.startswith(("http://", "https://")):
         raise ValueError("url must start with http:// or https://")
+    try:
+        parsed = httpx.URL(value)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"invalid url {redacted(value)!r}: {exc}") from None
+    if not parsed.host:
+        raise ValueError(f"invalid url {redacted(value)!r}: no host")
     return value.rstrip("/")
 
 
@@ -151,6 +161,11 @@ class HttpProbe(BaseProbe):
                     token = (self.context.secret(cfg.token_env, adapter=self.label)
                              if cfg.token_env else
                              self.context.secret_file(cfg.token_file or "", adapter=self.label))
+                    source = cfg.token_env or cfg.token_file
+                    if not token.isascii() or not token.isprintable() or " " in token:
+                        raise ProbeError(f"the token in {source} holds characters a bearer "
+                                         "token cannot (spaces, control or non-ASCII)",
+                                         adapter=self.label)
                     headers["Authorization"] = f"Bearer {token}"
                 elif cfg.username is not None:
                     password = (self.context.secret(cfg.password_env, adapter=self.label)
@@ -158,6 +173,10 @@ class HttpProbe(BaseProbe):
                                 self.context.secret_file(cfg.password_file or "",
                                                          adapter=self.label))
                     auth = httpx.BasicAuth(cfg.username, str(password))
+                for key, value in headers.items():
+                    if key != "Authorization" and not (value.isascii() and value.isprintable()):
+                        raise ProbeError(f"header {key}: only printable ASCII is allowed",
+                                         adapter=self.label)
                 self._http = httpx.Client(timeout=cfg.timeout, headers=headers, auth=auth,
                                           verify=self._verify(), follow_redirects=True)
             return self._http
@@ -197,6 +216,10 @@ class HttpProbe(BaseProbe):
                  subject: str) -> httpx.Response:
         try:
             response = client.get(url, params=params or None)
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            # our request is malformed: permanent, and its text may quote a header value
+            raise ProbeError(f"{subject} failed: {type(exc).__name__} (the URL, a header or "
+                             "the credentials are malformed)", adapter=self.label) from None
         except httpx.TransportError as exc:
             raise _Retryable(f"error {type(exc).__name__}: {one_line(exc) or 'no details'}"
                              ) from exc

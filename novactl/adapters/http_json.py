@@ -74,7 +74,14 @@ from pydantic import Field, field_validator
 
 from novactl._errors import NoDataError, ProbeError
 from novactl.adapters._base import AdapterContext
-from novactl.adapters._http import HttpConfig, HttpProbe, error_detail, http_url, one_line
+from novactl.adapters._http import (
+    HttpConfig,
+    HttpProbe,
+    error_detail,
+    http_url,
+    one_line,
+    redacted,
+)
 from novactl.core.observations import Observation, ProbeQuery
 
 __all__ = ["HttpJsonProbe", "JsonQuery", "extract", "parse_path", "parse_query"]
@@ -183,7 +190,8 @@ def parse_query(text: str) -> JsonQuery:
         raise ValueError(f"nothing after '|' in {one_line(text, 80)!r}: give a JSON path "
                          "(or $ for the whole answer)")
     if any(ch.isspace() for ch in url):
-        raise ValueError(f"the URL {one_line(url, 80)!r} contains spaces (encode them as %20)")
+        raise ValueError(f"the URL {one_line(url.split('?', 1)[0], 80)!r} contains spaces "
+                         "(encode them as %20)")
     scheme = _SCHEME.match(url)
     if scheme and not url.lower().startswith(("http://", "https://")):
         raise ValueError(f"the URL {one_line(url, 80)!r} is not http:// or https://")
@@ -238,10 +246,13 @@ def extract(document: Any, steps: tuple[Step, ...]) -> float:
             if not text or "_" in text:
                 raise ValueError(text)
             return float(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ValueError(f"{where} is the string {one_line(node, 40)!r}, not a number"
                              ) from None
-    return float(node)
+    try:
+        return float(node)
+    except OverflowError:
+        raise ValueError(f"{where} is too large a number") from None
 
 
 # --------------------------------------------------------------------------- the probe
@@ -281,12 +292,16 @@ class HttpJsonProbe(HttpProbe):
         """The absolute URL a query's URL part stands for."""
         base = self.config.base_url
         if url.lower().startswith(("http://", "https://")):
-            if base is not None and _origin(url) != _origin(base):
+            try:
+                other = base is not None and _origin(url) != _origin(base)
+            except ProbeError as exc:
+                raise ProbeError(exc.message, adapter=self.label) from None
+            if other:
                 raise ProbeError(f"{_shown(url)} is not on {_shown(base)} (base_url); "
                                  "use another probe for another server", adapter=self.label)
             return url
         if base is None:
-            raise ProbeError(f"{url!r} is a relative URL but the probe has no base_url",
+            raise ProbeError(f"{_shown(url)!r} is a relative URL but the probe has no base_url",
                              adapter=self.label)
         if url.startswith(("?", "/")):
             return base + url
@@ -337,7 +352,10 @@ class HttpJsonProbe(HttpProbe):
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
-    parsed = httpx.URL(url)
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ProbeError(f"invalid URL {_shown(url)!r}: {one_line(exc, 80)}") from None
     port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
     return parsed.scheme, parsed.host, port
 
@@ -347,7 +365,7 @@ def _shown(url: str) -> str:
     try:
         parsed = httpx.URL(url)
     except Exception:
-        return one_line(url.split("?", 1)[0], 120)
+        return one_line(redacted(url).split("?", 1)[0], 120)
     if parsed.userinfo:
         parsed = parsed.copy_with(username=None, password=None)
     if parsed.query:

@@ -351,6 +351,15 @@ class NginxTrafficShifter(Adapter):
             "with `return 200 $<name>_weight;`): then a change counts only once nginx "
             "serves it, and get_weight reports what nginx serves, not what the file says.")
 
+        @field_validator("check_url")
+        @classmethod
+        def _check_url(cls, value: str | None) -> str | None:
+            if value is None:
+                return None
+            from novactl.adapters._http import http_url
+
+            return http_url(value)
+
         @field_validator("name")
         @classmethod
         def _name(cls, value: str) -> str:
@@ -612,7 +621,7 @@ class NginxTrafficShifter(Adapter):
         url = self.config.check_url or ""
         try:
             response = httpx.get(url, timeout=min(self.config.reload_timeout, 5.0))
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise TrafficError(f"cannot read the served weight from {url}: "
                                f"{type(exc).__name__}: {exc}", adapter=self.label) from exc
         if response.status_code != 200:

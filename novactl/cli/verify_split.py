@@ -46,6 +46,7 @@ def command(
     target = url or (verify.url if verify else None)
     if not target:
         raise InputError("no URL: pass --url or set spec.traffic.verify.url")
+    _check_url(target)
     if expected is None:
         state = open_store(loaded, state_dir).load()
         if state is None or state.weight_desired is None:
@@ -53,7 +54,12 @@ def command(
                              "--expected-canary-percent")
         expected = state.weight_desired
     tol = tolerance if tolerance is not None else (verify.tolerance if verify else 2.0)
-    count = requests or requests_for_tolerance(expected / 100, tol / 100)
+    if requests:
+        count = requests
+    elif verify is not None and "requests" in verify.model_fields_set:
+        count = verify.requests
+    else:
+        count = requests_for_tolerance(expected / 100, tol / 100)
     header = verify.version_header if verify else "X-Version"
     debug = loaded.spec.traffic.debug_header
     result = measure(target, count, concurrency, header, loaded.spec.versions.canary,
@@ -61,6 +67,23 @@ def command(
                      (debug.name, debug.value) if debug else None, header_probes)
     _report(result)
     raise typer.Exit(result["exit_code"])
+
+
+MAX_FAILED_SHARE = 0.05  # more failed/unknown answers than this: the split is not judged
+
+
+def _check_url(url: str) -> None:
+    import httpx
+
+    from novactl._errors import InputError
+    from novactl.adapters._http import redacted
+
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InputError(f"URL {redacted(url)!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InputError(f"URL {redacted(url)!r}: expected http://host/... or https://...")
 
 
 def measure(url: str, count: int, concurrency: int, version_header: str, canary: str,
@@ -72,6 +95,7 @@ def measure(url: str, count: int, concurrency: int, version_header: str, canary:
 
     import httpx
 
+    from novactl.adapters._http import one_line, redacted
     from novactl.core.stats import wilson_interval
     from novactl.exitcodes import ExitCode
 
@@ -94,10 +118,10 @@ def measure(url: str, count: int, concurrency: int, version_header: str, canary:
         def one(headers: dict[str, str] | None) -> str:
             try:
                 kind = classify(client.get(url, headers=headers))
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 with lock:
                     if len(errors) < 3:
-                        errors.append(f"{type(exc).__name__}: {exc}")
+                        errors.append(f"{type(exc).__name__}: {one_line(exc)}")
                 kind = "error"
             return kind
 
@@ -112,10 +136,14 @@ def measure(url: str, count: int, concurrency: int, version_header: str, canary:
     share = counts["canary"] / answered if answered else None
     low, high = wilson_interval(counts["canary"], answered) if answered else (0.0, 1.0)
     band = ((expected - tolerance) / 100, (expected + tolerance) / 100)
+    failed = counts["error"] + counts["other"]
     if answered == 0:
         verdict, code = "unreachable", ExitCode.ACTION_FAILED
     elif high < band[0] or low > band[1]:
         verdict, code = "fail", ExitCode.CHECK_FAILED
+    elif failed > MAX_FAILED_SHARE * count:
+        # what failed is not a random sample of the split: the share cannot be trusted
+        verdict, code = "inconclusive", ExitCode.ACTION_FAILED
     else:
         verdict, code = "pass", ExitCode.OK
     header_ok = None
@@ -124,7 +152,7 @@ def measure(url: str, count: int, concurrency: int, version_header: str, canary:
         if not header_ok and code == ExitCode.OK:
             verdict, code = "fail", ExitCode.CHECK_FAILED
     return {
-        "url": url,
+        "url": redacted(url),
         "requests": count,
         "counts": counts,
         "canary_share": share,
@@ -163,5 +191,9 @@ def _report(result: dict[str, Any]) -> None:
         term.ok("split verified")
     elif result["verdict"] == "unreachable":
         term.error("no request was answered by a known version")
+    elif result["verdict"] == "inconclusive":
+        failed = counts["error"] + counts["other"]
+        term.error(f"inconclusive: {failed} of {result['requests']} requests failed or were "
+                   f"answered by an unknown version (more than {MAX_FAILED_SHARE:.0%})")
     else:
         term.error("the split does not match")
