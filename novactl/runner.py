@@ -68,7 +68,15 @@ class AdapterSet:
     def _create(self, kind: str, spec: Any, name: str) -> Any:
         from novactl.adapters._registry import create
 
-        return create(kind, spec.type, name, spec.config, self.context)
+        adapter = create(kind, spec.type, name, spec.config, self.context)
+        if self.context.dry_run and not getattr(adapter, "supports_dry_run", False):
+            if kind == "traffic":
+                return DryRunShifter(adapter, self.context.announce)
+            if kind == "workload":
+                return DryRunWorkload(adapter, self.context.announce)
+            if kind == "notifier":
+                return DryRunNotifier(adapter, self.context.announce)
+        return adapter
 
     @property
     def traffic(self) -> Any:
@@ -103,6 +111,68 @@ class AdapterSet:
                     adapter.close()
                 except Exception:
                     pass
+
+
+class _DryRun:
+    """--dry-run for an adapter that cannot do it itself: say what it would do; only
+    reads reach the adapter.  Reads after a write answer what was written."""
+
+    def __init__(self, adapter: Any, announce: Callable[[str], None]) -> None:
+        self.adapter = adapter
+        self.name = getattr(adapter, "name", "?")
+        self.announce = announce
+        self.label = getattr(adapter, "label", self.name)
+
+    def say(self, text: str) -> None:
+        self.announce(f"dry run: {self.label}: would {text}")
+
+    def close(self) -> None:
+        closer = getattr(self.adapter, "close", None)
+        if callable(closer):
+            closer()
+
+
+class DryRunShifter(_DryRun):
+    _weight: float | None = None
+
+    def set_weight(self, weight: float) -> None:
+        self.say(f"send {weight:g}% of traffic to the canary")
+        self._weight = weight
+
+    def get_weight(self) -> float | None:
+        if self._weight is not None:
+            return self._weight
+        weight = self.adapter.get_weight()
+        return None if weight is None else float(weight)
+
+    def set_header_route(self, header: str, value: str) -> bool:
+        self.say(f"route {header}: {value} to the canary")
+        return True
+
+
+class DryRunWorkload(_DryRun):
+    def deploy(self, role: str, version: str, replicas: int | None) -> None:
+        self.say(f"deploy {version} as {role}" + (f" with {replicas} replicas"
+                                                  if replicas is not None else ""))
+
+    def scale(self, role: str, replicas: int) -> None:
+        self.say(f"scale {role} to {replicas} replicas")
+
+    def ready(self, role: str) -> Any:
+        from novactl.adapters._base import Readiness
+
+        return Readiness(True, "dry run: readiness not checked")
+
+    def promote(self, version: str, replicas: int | None) -> None:
+        self.say(f"promote {version} to stable")
+
+    def retire(self, version: str) -> None:
+        self.say(f"retire {version}")
+
+
+class DryRunNotifier(_DryRun):
+    def notify(self, message: Message) -> None:
+        self.say(f"notify [{message.event}] {message.title}")
 
 
 # --------------------------------------------------------------------------- executor

@@ -26,7 +26,8 @@ def test_unknown_types_fail_loudly() -> None:
     with pytest.raises(UnknownAdapter) as info:
         load_class("traffic", "nginx-plus")
     assert str(info.value) == ("unknown traffic type 'nginx-plus' "
-                               "(known: command, fake, haproxy, local, nginx)")
+                               "(known: command, fake, gateway-api, haproxy, ingress-nginx, istio, "
+                               "local, nginx, smi)")
     assert info.value.exit_code == 2
 
 

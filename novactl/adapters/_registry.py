@@ -31,6 +31,10 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "command": "novactl.adapters.command:CommandTrafficShifter",
         "nginx": "novactl.adapters.nginx:NginxTrafficShifter",
         "haproxy": "novactl.adapters.haproxy:HAProxyTrafficShifter",
+        "ingress-nginx": "novactl.adapters.ingress_nginx:IngressNginxShifter",
+        "gateway-api": "novactl.adapters.gateway_api:GatewayApiShifter",
+        "istio": "novactl.adapters.istio:IstioShifter",
+        "smi": "novactl.adapters.smi:SmiShifter",
         "fake": "novactl.adapters.fake:FakeTrafficShifter",
     },
     "probe": {
@@ -42,6 +46,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "workload": {
         "local": "novactl.adapters.local:LocalWorkload",
         "command": "novactl.adapters.command:CommandWorkload",
+        "deployment": "novactl.adapters.k8s_deployment:DeploymentWorkload",
         "fake": "novactl.adapters.fake:FakeWorkload",
     },
     "notifier": {

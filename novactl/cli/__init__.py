@@ -53,8 +53,34 @@ def _root(
                                           help="Print the version and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", envvar="NOVACTL_DEBUG",
                                         help="Show tracebacks of internal errors.")] = False,
+    kubeconfig: Annotated[str | None, typer.Option(
+        "--kubeconfig", envvar="NOVACTL_KUBECONFIG", show_default=False,
+        help="Kubernetes adapters and store: kubeconfig file (default: KUBECONFIG, "
+        "~/.kube/config, in-cluster).")] = None,
+    kube_context: Annotated[str | None, typer.Option(
+        "--context", envvar="NOVACTL_KUBE_CONTEXT", show_default=False,
+        help="Kubernetes: kubeconfig context (overrides the plan's).")] = None,
+    namespace: Annotated[str | None, typer.Option(
+        "--namespace", "-n", envvar="NOVACTL_NAMESPACE", show_default=False,
+        help="Kubernetes: namespace (overrides the plan's).")] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", envvar="NOVACTL_STORE", metavar="local|kubernetes", show_default=False,
+        help="Where rollout state and the lock live (overrides spec.state.type).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", envvar="NOVACTL_DRY_RUN",
+        help="run/deploy/promote: show the changes (Kubernetes patches, sent with "
+        "dryRun=All) without making them or saving state.")] = False,
 ) -> None:
+    import os
+
     term.debug = term.debug or debug
+    # Adapters and stores read these from the environment (their AdapterContext.env).
+    for key, value in (("NOVACTL_KUBECONFIG", kubeconfig), ("NOVACTL_KUBE_CONTEXT", kube_context),
+                       ("NOVACTL_NAMESPACE", namespace), ("NOVACTL_STORE", store)):
+        if value:
+            os.environ[key] = value
+    if dry_run:
+        os.environ["NOVACTL_DRY_RUN"] = "1"
 
 
 _COMMANDS = [

@@ -15,7 +15,6 @@ import typer
 if TYPE_CHECKING:  # pragma: no cover
     from novactl.plan import Plan
     from novactl.runner import Runner
-    from novactl.store import LocalStore
 
 
 class Output(StrEnum):
@@ -84,10 +83,43 @@ def state_dir_for(plan: Plan, override: Path | None) -> Path:
     return base / ".novactl" / plan.name
 
 
-def open_store(plan: Plan, override: Path | None) -> LocalStore:
+def store_type(plan: Plan) -> str:
+    from novactl._errors import InputError
+
+    kind = os.environ.get("NOVACTL_STORE") or plan.spec.state.type
+    if kind not in ("local", "kubernetes"):
+        raise InputError(f"--store {kind!r}: expected local or kubernetes")
+    return kind
+
+
+def dry_run() -> bool:
+    return os.environ.get("NOVACTL_DRY_RUN", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def open_store(plan: Plan, override: Path | None) -> Any:
+    """The plan's store: a state directory (default) or the cluster (ConfigMaps + Lease)."""
+    if store_type(plan) == "kubernetes":
+        from novactl.store.kube import store_for_plan
+
+        return store_for_plan(plan)
     from novactl.store import LocalStore
 
     return LocalStore(state_dir_for(plan, override))
+
+
+def dry_run_store(store: Any) -> Any:
+    """A throwaway copy of ``store`` for --dry-run: reads the real state, keeps every
+    change in memory."""
+    from novactl.store import MemoryStore
+
+    copy = MemoryStore()
+    state = store.load()
+    if state is not None:
+        copy.save(state)
+    snapshot = store.load_plan()
+    if snapshot is not None:
+        copy.save_plan(snapshot)
+    return copy
 
 
 def actor(by: str | None) -> str:
@@ -105,7 +137,7 @@ class Session:
     """What a command that changes a rollout works with."""
 
     plan: Plan
-    store: LocalStore
+    store: Any
     who: str
     runner: Runner
 
@@ -115,6 +147,11 @@ def session(plan_path: Path, variables: list[str] | None, state_dir: Path | None
     """Load the plan, open its state, say who acts, build the runner."""
     plan = load(plan_path, variables)
     store = open_store(plan, state_dir)
+    if dry_run():
+        from novactl.cli._terminal import term
+
+        term.warn(f"dry run: nothing is changed and no state is saved ({store})")
+        store = dry_run_store(store)
     who = actor(by)
     runner = make_runner(plan, store, by=who, lock_wait=duration(lock_wait, "--lock-wait"))
     return Session(plan, store, who, runner)
@@ -130,6 +167,9 @@ def make_runner(plan: Plan, store: Any, *, by: str | None = None, observer: Any 
             term.note(line)
 
     context = context_for(plan, clock=clock, state_dir=getattr(store, "path", None), log=log)
+    if dry_run():
+        context.dry_run = True
+        context.announce = term.info
     adapters = AdapterSet(plan, context)
     return Runner(plan, store, adapters, clock=context.clock,
                   actor=f"novactl ({actor(by)})", observer=observer, parallel=8,

@@ -30,10 +30,11 @@ from novactl.cli._common import (
     StateDirOpt,
     VarOpt,
     actor,
+    dry_run,
     duration,
     make_runner,
+    open_store,
     parse_vars,
-    state_dir_for,
 )
 from novactl.cli._terminal import term
 
@@ -62,6 +63,9 @@ def command(
     6 when it could not be."""
     from novactl._errors import InputError
 
+    if dry_run():
+        raise InputError("rollback has no --dry-run: it only ever moves traffic back to stable "
+                         "(see `novactl status` for what it would restore)")
     loaded, store = _load_for_rollback(plan, var, state_dir)
     who = actor(by)
     if to_version is not None:
@@ -108,7 +112,8 @@ def carry_out(plan: Any, store: Any, reason: str, who: str, *, force: bool = Fal
                        reason=reason, force=force)
     except LockHeld as held:
         store.request_abort({"reason": reason, "by": who, "at": time.time(), "force": force})
-        term.warn(f"{held.message}; the rollback request is queued in {store.abort_file} and "
+        where = getattr(store, "abort_file", store)
+        term.warn(f"{held.message}; the rollback request is queued in {where} and "
                   "that process carries it out before anything else")
         if not promoted:  # the holder may have shifted forward while we waited: look again
             fast_ok = _traffic_first(plan, store, state, who, reason, again=True)
@@ -140,7 +145,7 @@ def _traffic_first(plan: Any, store: Any, state: Any, who: str, reason: str, *,
     from novactl._errors import NovactlError
     from novactl.runner import AdapterSet, context_for
 
-    adapters = AdapterSet(plan, context_for(plan, state_dir=store.path))
+    adapters = AdapterSet(plan, context_for(plan, state_dir=getattr(store, "path", None)))
     started = time.monotonic()
     outcome = "verified"
     try:
@@ -189,7 +194,7 @@ def _load_for_rollback(plan_path: Path, variables: list[str] | None,
     parsed = parse_vars(variables)
     try:
         plan = load_plan(plan_path, parsed)
-        return plan, LocalStore(state_dir_for(plan, state_dir))
+        return plan, open_store(plan, state_dir)
     except (PlanError, InputError) as exc:
         candidates = ([state_dir] if state_dir is not None
                       else sorted(p for p in (plan_path.parent / ".novactl").glob("*")

@@ -12,6 +12,8 @@ from novactl.cli._common import (
     PlanArg,
     StateDirOpt,
     VarOpt,
+    dry_run,
+    dry_run_store,
     duration,
     load,
     make_runner,
@@ -44,6 +46,10 @@ def command(
 
     loaded = load(plan, var)
     store = open_store(loaded, state_dir)
+    if dry_run():
+        term.warn(f"dry run: one pass; nothing is changed and no state is saved ({store})")
+        store = dry_run_store(store)
+        once = True
     if restart:
         _restart(store)
     view = RunView(loaded, clock=None)

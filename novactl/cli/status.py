@@ -36,9 +36,9 @@ def command(
     now = SystemClock().now()
     if state is None:
         if output is Output.json:
-            term.json({"plan": loaded.name, "phase": "not-started", "state_dir": str(store.path)})
+            term.json({"plan": loaded.name, "phase": "not-started", "state_dir": str(store)})
         else:
-            term.info(f"{loaded.name}: not started (no state in {store.path}); "
+            term.info(f"{loaded.name}: not started (no state in {store}); "
                       f"start it with: novactl run {plan}")
         return
     decision = machine.decide(loaded, state, now)
@@ -51,7 +51,7 @@ def command(
     next_action = decision.action.describe() if decision.action else None
     observed = _observe_live(loaded, store) if live else {}
     if output is Output.json:
-        term.json(_as_json(loaded, state, wait, next_action, observed, store.path,
+        term.json(_as_json(loaded, state, wait, next_action, observed, str(store),
                            store.lock_holder()))
     else:
         for line in header_lines(loaded, state, now, wait):
@@ -85,7 +85,7 @@ def _observe_live(plan: Any, store: Any) -> dict[str, str]:
     from novactl._errors import NovactlError
     from novactl.runner import AdapterSet, context_for
 
-    adapters = AdapterSet(plan, context_for(plan, state_dir=store.path))
+    adapters = AdapterSet(plan, context_for(plan, state_dir=getattr(store, "path", None)))
     out: dict[str, str] = {}
     try:
         try:

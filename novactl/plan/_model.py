@@ -197,11 +197,21 @@ class NotifierSpec(AdapterSpec):
 
 
 class StateSpec(Base):
-    type: Literal["local"] = "local"
+    type: Literal["local", "kubernetes"] = Field(
+        "local", description="local: a state directory; kubernetes: ConfigMaps and a Lease "
+        "in the cluster, shared by every machine that runs the plan.")
     path: str | None = Field(
-        None, description="State directory (relative to the plan file). "
+        None, description="local: state directory (relative to the plan file). "
         "Default: .novactl/<metadata.name> beside the plan."
     )
+    namespace: str | None = Field(None, description="kubernetes: namespace of the "
+                                  "ConfigMaps and the Lease (default: the context's).")
+    name: str | None = Field(None, description="kubernetes: name of the Lease and prefix of "
+                             "the ConfigMaps (default: novactl-<metadata.name>).")
+    kubeconfig: str | None = Field(None, description="kubernetes: kubeconfig file.")
+    context: str | None = Field(None, description="kubernetes: kubeconfig context.")
+    lease_duration: Duration = Field(30.0, description="kubernetes: how long the Lease "
+                                     "outlives a holder that stopped renewing it.")
 
 
 # ---------------------------------------------------------------- metrics

@@ -125,6 +125,9 @@ class LocalStore:
         self.path = Path(path)
         self._lock_fd: int | None = None
 
+    def __str__(self) -> str:
+        return str(self.path)
+
     # -- paths
     @property
     def state_file(self) -> Path:
