@@ -493,3 +493,16 @@ def test_requests_are_json_merge_patches(kube: FakeKube) -> None:
     assert kinds == {"application/merge-patch+json"}
     body = next(b for m, _p, _c, b in kube.requests if m == "PATCH")
     assert json.dumps(body).count("resourceVersion") == 1
+
+
+def test_in_cluster_config_is_used_without_a_kubeconfig(tmp_path: Path) -> None:
+    # No kubeconfig file, but running in a pod: the service-account config is loaded.
+    # Outside a pod its token file is missing, which must be a one-line error naming it.
+    ctx = AdapterContext(env={"KUBECONFIG": str(tmp_path / "absent"),
+                              "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                              "KUBERNETES_SERVICE_PORT": "443"})
+    with pytest.raises(AdapterError) as err:
+        connect(KubeConfig(), ctx, label="x")
+    assert "\n" not in err.value.message
+    assert err.value.message == ("x: in-cluster config (service account): Service token file "
+                                 "does not exist.")

@@ -421,9 +421,19 @@ def connect(config: KubeConfig, context: AdapterContext, *, label: str) -> Kube:
     configuration = kclient.Configuration()
     namespace = env.get(ENV_NAMESPACE) or config.namespace
     files = [p for p in path.split(":") if p]
+    source = f"kubeconfig {path}"
     try:
         if not any(Path(p).is_file() for p in files) and env.get("KUBERNETES_SERVICE_HOST"):
-            kconfig.load_incluster_config(client_configuration=configuration)
+            from kubernetes.config.incluster_config import (
+                SERVICE_CERT_FILENAME,
+                SERVICE_TOKEN_FILENAME,
+                InClusterConfigLoader,
+            )
+
+            source = "in-cluster config (service account)"
+            InClusterConfigLoader(token_filename=SERVICE_TOKEN_FILENAME,
+                                  cert_filename=SERVICE_CERT_FILENAME,
+                                  environ=dict(env)).load_and_set(configuration)
             if not namespace:
                 try:
                     namespace = IN_CLUSTER_NAMESPACE.read_text().strip()
@@ -444,7 +454,7 @@ def connect(config: KubeConfig, context: AdapterContext, *, label: str) -> Kube:
                 namespace = ((chosen or {}).get("context") or {}).get("namespace")
     except ConfigException as exc:
         detail = " ".join(str(exc).split())[:200]
-        raise AdapterError(f"kubeconfig {path}: {detail}", adapter=label) from None
+        raise AdapterError(f"{source}: {detail}", adapter=label) from None
     configuration.retries = 0  # tenacity retries, with a bound; urllib3 must not add its own
     api = kclient.ApiClient(configuration)
     api.user_agent = "novactl"
