@@ -104,7 +104,8 @@ class LockHeld(StateError):
     def __init__(self, path: str, holder: str) -> None:
         self.path = path
         self.holder = holder
-        super().__init__(f"rollout is locked by {holder} (lock file {path})")
+        where = path if path.startswith("Lease ") else f"lock file {path}"
+        super().__init__(f"rollout is locked by {holder} ({where})")
 
 
 class AdapterError(NovactlError):

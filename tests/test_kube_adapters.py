@@ -83,7 +83,7 @@ def test_ingress_nginx_creates_the_canary_ingress_from_the_stable_one(kube: Fake
     assert canary["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "novactl"}
     assert canary["metadata"]["annotations"] == {
         "kubernetes.io/ingress.class": "nginx", f"{P}/canary": "true",
-        f"{P}/canary-weight": "10"}
+        f"{P}/canary-weight": "10", f"{P}/canary-weight-total": "100"}
     backend = canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "novacron-api-canary", "port": {"number": 80}}
     assert canary["spec"]["tls"] == before["spec"]["tls"]
@@ -105,7 +105,8 @@ def test_ingress_nginx_only_writes_its_own_annotations(kube: FakeKube) -> None:
     obj = kube.get(ING, "Ingress", NS, "novacron-api-canary")
     assert obj["metadata"]["annotations"] == {
         "team.io/owner": "api", f"{P}/canary": "true", f"{P}/canary-weight": "50",
-        f"{P}/canary-by-header": "X-Canary-Debug", f"{P}/canary-by-header-value": "1"}
+        f"{P}/canary-weight-total": "100", f"{P}/canary-by-header": "X-Canary-Debug",
+        f"{P}/canary-by-header-value": "1"}
     assert obj["spec"] == {"rules": [{"host": "api.novacron.io"}]}
     assert "labels" not in obj["metadata"]  # not ours: not relabelled
     patches = [b for m, _p, _c, b in kube.requests if m == "PATCH"]
@@ -479,9 +480,11 @@ def test_retire_deletes_only_the_old_versions_empty_replicasets(kube: FakeKube) 
 def test_plan_validation_of_adapter_configs(kube: FakeKube) -> None:
     with pytest.raises(Exception, match="stable_ingress"):
         build("traffic", "ingress-nginx", kube, {"namespace": NS})
-    with pytest.raises(WorkloadError, match="missing stable"):
+    with pytest.raises(Exception, match="missing stable"):
         build("workload", "deployment", kube, {
             "image": "x:{{version}}", "roles": {"canary": {"deployment": "c"}}})
+    with pytest.raises(Exception, match="image must contain"):
+        build("workload", "deployment", kube, {**WL_CONFIG, "image": "x:latest"})
 
 
 def test_requests_are_json_merge_patches(kube: FakeKube) -> None:
@@ -506,3 +509,85 @@ def test_in_cluster_config_is_used_without_a_kubeconfig(tmp_path: Path) -> None:
     assert "\n" not in err.value.message
     assert err.value.message == ("x: in-cluster config (service account): Service token file "
                                  "does not exist.")
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+def test_dry_run_on_a_fresh_cluster_patches_what_it_would_create(kube: FakeKube) -> None:
+    kube.put(stable_ingress())
+    ctx = context(kube)
+    ctx.dry_run = True
+    shifter = build("traffic", "ingress-nginx", kube, INGRESS_CONFIG, ctx)
+    shifter.set_header_route("X-Canary-Debug", "1")  # "creates" the canary Ingress
+    shifter.set_weight(10)  # patches the would-be object: no NotFound from the server
+    assert shifter.get_weight() == 10.0
+    assert kube.get(ING, "Ingress", NS, "novacron-api-canary") is None
+    shown = ctx.announced  # type: ignore[attr-defined]
+    assert len(shown) == 2 and shown[1].startswith("dry run: patch ingresses")
+
+
+def test_a_relative_kubeconfig_flag_is_relative_to_the_current_directory(
+        kube: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "plans").mkdir()
+    kube.kubeconfig(tmp_path / "kc", namespace="from-flag")
+    monkeypatch.chdir(tmp_path)
+    ctx = AdapterContext(env={"NOVACTL_KUBECONFIG": "kc"}, base_dir=tmp_path / "plans")
+    assert connect(KubeConfig(), ctx, label="x").namespace == "from-flag"
+
+
+def test_an_explicit_missing_kubeconfig_never_falls_back_to_the_pod(tmp_path: Path) -> None:
+    ctx = AdapterContext(env={"NOVACTL_KUBECONFIG": str(tmp_path / "typo"),
+                              "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                              "KUBERNETES_SERVICE_PORT": "443"})
+    with pytest.raises(AdapterError, match="typo not found"):
+        connect(KubeConfig(), ctx, label="x")
+
+
+def test_gateway_api_read_back_without_the_stable_rule_is_an_error(kube: FakeKube) -> None:
+    kube.put(http_route())
+    shifter = build("traffic", "gateway-api", kube, {**GW_CONFIG, "stable_service": "nope"})
+    with pytest.raises(TrafficError, match="no rule with a backendRef"):
+        shifter.get_weight()  # never None ("cannot read back") for a route it cannot drive
+
+
+def test_gateway_api_leaves_the_teams_own_header_rules_alone(kube: FakeKube) -> None:
+    route = http_route()
+    teams = {"matches": [{"headers": [{"type": "Exact", "name": "X-Beta", "value": "yes"}]}],
+             "backendRefs": [{"name": "novacron-api-canary", "port": 8080}]}
+    route["spec"]["rules"].append(teams)
+    kube.put(route)
+    shifter = build("traffic", "gateway-api", kube, GW_CONFIG)
+    shifter.set_header_route("X-Canary-Debug", "1")
+    shifter.set_weight(10)
+    shifter.set_header_route("X-Canary-Debug", "1")
+    obj = kube.get(GW, "HTTPRoute", NS, "novacron-api")
+    rules = obj["spec"]["rules"]
+    assert teams in rules and len(rules) == 4
+    assert obj["metadata"]["annotations"]["novactl.io/header-route"] == "X-Canary-Debug=1"
+
+
+def test_istio_header_route_keeps_the_weighted_routes_conditions(kube: FakeKube) -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][0]["match"] = [{"uri": {"prefix": "/api"}}]
+    vs["spec"]["http"].append({"name": "static", "route": [{"destination": {"host": "cdn"}}]})
+    kube.put(vs)
+    shifter = build("traffic", "istio", kube, IST_CONFIG)
+    shifter.set_header_route("X-Canary-Debug", "1")
+    http = kube.get(IST, "VirtualService", NS, "novacron-api")["spec"]["http"]
+    assert http[0]["match"] == [{"uri": {"prefix": "/api"},
+                                 "headers": {"x-canary-debug": {"exact": "1"}}}]
+    assert http[2] == vs["spec"]["http"][1]
+
+
+def test_istio_refuses_a_route_with_a_third_destination(kube: FakeKube) -> None:
+    vs = virtual_service()
+    vs["spec"]["http"][0]["route"] = [
+        {"destination": {"host": "novacron-api", "subset": "stable"}, "weight": 90},
+        {"destination": {"host": "novacron-legacy"}, "weight": 10}]
+    kube.put(vs)
+    shifter = build("traffic", "istio", kube, IST_CONFIG)
+    with pytest.raises(TrafficError, match="also sends to novacron-legacy"):
+        shifter.set_weight(10)
+    assert kube.get(IST, "VirtualService", NS, "novacron-api")["spec"]["http"][0]["route"] == \
+        vs["spec"]["http"][0]["route"]

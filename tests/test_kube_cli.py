@@ -114,3 +114,28 @@ def test_help_does_not_import_kubernetes() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_history_and_validate_with_the_cluster_store(cluster: FakeKube, cli) -> None:
+    code, out, err = cli("history", cluster.plan)
+    assert code == 0 and "no audit entries in kubernetes:novacron/novactl-kube-e2e" in out + err
+    text = cluster.plan.read_text()
+    broken = cluster.plan.with_name("broken.yaml")
+    broken.write_text(text.replace("        stable: {deployment: novacron-api}\n", ""))
+    code, out, err = cli("validate", broken)
+    assert code == 2 and "missing stable" in err, out + err
+
+
+def test_state_takes_plan_variables_and_checks_its_name(cluster: FakeKube, cli) -> None:
+    text = cluster.plan.read_text().replace(
+        "state: {type: kubernetes, namespace: novacron, lease_duration: 10s}",
+        'state: {type: kubernetes, namespace: "{{ns}}", lease_duration: 10s}').replace(
+        "variables: {registry:", "variables: {ns: novacron, registry:")
+    plan = cluster.plan.with_name("vars.yaml")
+    plan.write_text(text)
+    code, out, err = cli("status", "-o", "json", plan)
+    assert code == 0 and json.loads(out)["state_dir"] == "kubernetes:novacron/novactl-kube-e2e"
+    bad = cluster.plan.with_name("badname.yaml")
+    bad.write_text(text.replace("lease_duration: 10s}", "lease_duration: 10s, name: Bad_Name}"))
+    code, out, err = cli("status", bad)
+    assert code == 2 and "spec.state.name 'Bad_Name'" in err

@@ -208,6 +208,7 @@ class Kube:
         self.log = log or (lambda _m: None)
         self.sleep = sleep or time.sleep
         self._overlay: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+        self._dry_created: set[str] = set()  # created in this dry run: absent on the server
         self._lock = threading.Lock()
 
     # -- transport
@@ -329,6 +330,7 @@ class Kube:
         if self.dry_run:
             with self._lock:
                 self._overlay[(res.path(ns, name), "", "")] = copy.deepcopy(created)
+                self._dry_created.add(res.path(ns, name))
         return created
 
     def patch(self, res: Resource, name: str, patch: dict[str, Any], *,
@@ -336,6 +338,16 @@ class Kube:
         """A merge patch.  Carry ``metadata.resourceVersion`` in it to fail on a stale read."""
         ns = namespace or self.namespace
         path = res.path(ns, name, sub)
+        if self.dry_run and sub is None and path in self._dry_created:
+            # the server never saw the dry-run create: apply the patch to our copy
+            shown = json.dumps(patch, sort_keys=True, separators=(",", ":"))
+            self.announce(f"dry run: patch {self._what(res, name, ns)} (merge patch): {shown}")
+            with self._lock:
+                current = self._overlay.get((path, "", "")) or {}
+                body = merge_patch(patch, {"metadata": {"resourceVersion": None}})
+                patched = merge_patch(current, body)
+                self._overlay[(path, "", "")] = copy.deepcopy(patched)
+            return patched
         patched = self._write("patch", "PATCH", path, patch, self._what(res, name, ns, sub),
                               content_type=MERGE)
         if self.dry_run:
@@ -411,9 +423,11 @@ def connect(config: KubeConfig, context: AdapterContext, *, label: str) -> Kube:
         raise AdapterError("the kubernetes package is not installed", adapter=label) from exc
 
     env = context.env
-    path = env.get(ENV_KUBECONFIG) or config.kubeconfig
-    if path:
-        file = Path(path).expanduser()
+    explicit = env.get(ENV_KUBECONFIG) or config.kubeconfig
+    if env.get(ENV_KUBECONFIG):  # a flag: relative to the current directory
+        path = str(Path(env[ENV_KUBECONFIG]).expanduser().absolute())
+    elif config.kubeconfig:  # in the plan: relative to the plan file
+        file = Path(config.kubeconfig).expanduser()
         path = str(file if file.is_absolute() else Path(context.base_dir) / file)
     else:
         path = env.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
@@ -423,7 +437,8 @@ def connect(config: KubeConfig, context: AdapterContext, *, label: str) -> Kube:
     files = [p for p in path.split(":") if p]
     source = f"kubeconfig {path}"
     try:
-        if not any(Path(p).is_file() for p in files) and env.get("KUBERNETES_SERVICE_HOST"):
+        if (not explicit and not any(Path(p).is_file() for p in files)
+                and env.get("KUBERNETES_SERVICE_HOST")):
             from kubernetes.config.incluster_config import (
                 SERVICE_CERT_FILENAME,
                 SERVICE_TOKEN_FILENAME,

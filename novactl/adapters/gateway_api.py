@@ -13,9 +13,11 @@ weights ``stable = total − w``, ``canary = w`` (a canary backendRef is added,
 copied from the stable one, when missing).  The header route is one more
 rule whose matches are those of the weighted rules plus an exact header
 match, sending only to the canary: the Gateway API prefers the rule with more
-header matches, so it wins for requests that carry the header.  Other rules,
-other backendRefs and other fields stay as they are; each write carries the
-resourceVersion it was computed from.
+header matches, so it wins for requests that carry the header.  The route's
+``novactl.io/header-route`` annotation records that rule (``header=value``) so
+it is told apart from the team's rules.  Other rules, other backendRefs and
+other fields stay as they are; each write carries the resourceVersion it was
+computed from.
 """
 
 from __future__ import annotations
@@ -55,14 +57,19 @@ class GatewayApiShifter(KubeAdapter):
     def resource(self) -> Resource:
         return Resource(self.config.api_version, "HTTPRoute", "httproutes")
 
-    def _is_header_rule(self, rule: dict[str, Any]) -> bool:
+    def _is_header_rule(self, rule: dict[str, Any], header: tuple[str, str] | None) -> bool:
+        """novactl's header rule: only the canary, every match has the recorded header."""
+        if header is None:
+            return False
         refs = rule.get("backendRefs") or []
         matches = rule.get("matches") or []
+        wanted = {"type": "Exact", "name": header[0], "value": header[1]}
         return (len(refs) == 1 and _is_ref(refs[0], self.config.canary_service) and
-                bool(matches) and all(_debug_header(m) for m in matches))
+                bool(matches) and all(wanted in _headers(m) for m in matches))
 
-    def _weighted(self, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [r for r in rules if not self._is_header_rule(r) and
+    def _weighted(self, rules: list[dict[str, Any]],
+                  header: tuple[str, str] | None) -> list[dict[str, Any]]:
+        return [r for r in rules if not self._is_header_rule(r, header) and
                 any(_is_ref(b, self.config.stable_service) for b in r.get("backendRefs") or [])]
 
     def _route(self) -> dict[str, Any]:
@@ -72,11 +79,19 @@ class GatewayApiShifter(KubeAdapter):
                                f"{self.kube.namespace}", adapter=self.label)
         return obj
 
-    def _update(self, edit: Any) -> None:
+    def _update(self, edit: Any, header: tuple[str, str] | None = None) -> None:
+        """Apply ``edit(rules, recorded_header)``; with ``header``, record it as ours."""
+
         def change(obj: dict[str, Any]) -> dict[str, Any] | None:
             rules = (obj.get("spec") or {}).get("rules") or []
-            new = edit(copy.deepcopy(rules))
-            return None if new == rules else {"spec": {"rules": new}}
+            recorded = _recorded(obj)
+            new = edit(copy.deepcopy(rules), recorded)
+            out: dict[str, Any] = {}
+            if new != rules:
+                out["spec"] = {"rules": new}
+            if header is not None and recorded != header:
+                out["metadata"] = {"annotations": {HEADER_ANNOTATION: f"{header[0]}={header[1]}"}}
+            return out or None
 
         if self.kube.update(self.resource, self.config.route, change) is None:
             self._route()  # raises: not found
@@ -87,11 +102,11 @@ class GatewayApiShifter(KubeAdapter):
         stable_w, canary_w = split_weight(weight, cfg.weight_total, label=self.label,
                                           hint=" (set weight_total: 1000 or 10000)")
 
-        def edit(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            weighted = self._weighted(rules)
+        def edit(rules: list[dict[str, Any]], recorded: tuple[str, str] | None
+                 ) -> list[dict[str, Any]]:
+            weighted = self._weighted(rules, recorded)
             if not weighted:
-                raise TrafficError(f"HTTPRoute {cfg.route} has no rule with a backendRef to "
-                                   f"service {cfg.stable_service}", adapter=self.label)
+                raise self._no_rule()
             for rule in weighted:
                 refs = rule["backendRefs"]
                 stable = next(b for b in refs if _is_ref(b, cfg.stable_service))
@@ -112,11 +127,16 @@ class GatewayApiShifter(KubeAdapter):
             ref["port"] = self.config.port
         return ref
 
+    def _no_rule(self) -> TrafficError:
+        return TrafficError(f"HTTPRoute {self.config.route} has no rule with a backendRef to "
+                            f"service {self.config.stable_service}", adapter=self.label)
+
     def get_weight(self) -> float | None:
-        rules = ((self._route().get("spec") or {}).get("rules")) or []
-        weighted = self._weighted(rules)
+        route = self._route()
+        rules = ((route.get("spec") or {}).get("rules")) or []
+        weighted = self._weighted(rules, _recorded(route))
         if not weighted:
-            return None
+            raise self._no_rule()
         shares = set()
         for rule in weighted:
             refs = rule.get("backendRefs") or []
@@ -134,11 +154,11 @@ class GatewayApiShifter(KubeAdapter):
     def set_header_route(self, header: str, value: str) -> bool:
         cfg = self.config
 
-        def edit(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            weighted = self._weighted(rules)
+        def edit(rules: list[dict[str, Any]], recorded: tuple[str, str] | None
+                 ) -> list[dict[str, Any]]:
+            weighted = self._weighted(rules, recorded)
             if not weighted:
-                raise TrafficError(f"HTTPRoute {cfg.route} has no rule with a backendRef to "
-                                   f"service {cfg.stable_service}", adapter=self.label)
+                raise self._no_rule()
             header_match = {"type": "Exact", "name": header, "value": value}
             matches = []
             for rule in weighted:
@@ -152,13 +172,27 @@ class GatewayApiShifter(KubeAdapter):
             stable = next(b for b in weighted[0]["backendRefs"]
                           if _is_ref(b, cfg.stable_service))
             rule = {"matches": matches, "backendRefs": [self._canary_ref(stable)]}
-            kept = [r for r in rules if not self._is_header_rule(r)]
+            kept = [r for r in rules if not self._is_header_rule(r, recorded)]
             return [*kept, rule]
 
-        self._update(edit)
+        self._update(edit, header=(header, value))
         return True
 
 
-def _debug_header(match: Any) -> bool:
-    headers = (match or {}).get("headers") or [] if isinstance(match, dict) else []
-    return any(h.get("type", "Exact") == "Exact" for h in headers if isinstance(h, dict))
+HEADER_ANNOTATION = "novactl.io/header-route"
+
+
+def _recorded(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """The header route novactl added to this HTTPRoute (from its annotation), if any."""
+    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(HEADER_ANNOTATION)
+    if not text or "=" not in text:
+        return None
+    name, _, value = str(text).partition("=")
+    return name, value
+
+
+def _headers(match: Any) -> list[Any]:
+    if not isinstance(match, dict):
+        return []
+    return [dict(h, type=h.get("type", "Exact")) for h in match.get("headers") or []
+            if isinstance(h, dict)]

@@ -68,8 +68,8 @@ class IngressNginxShifter(KubeAdapter):
             _, canary = split_weight(weight, total, label=self.label,
                                      hint=" (set weight_total: 1000 or 10000)")
             out[self._key("canary-weight")] = str(canary)
-            if total != 100:
-                out[self._key("canary-weight-total")] = str(total)
+            # always written: a total left from an earlier weight_total would misread it
+            out[self._key("canary-weight-total")] = str(total)
         if header is not None:
             out[self._key("canary-by-header")] = header[0]
             out[self._key("canary-by-header-value")] = header[1]

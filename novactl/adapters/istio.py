@@ -10,10 +10,12 @@
 
 Every HTTP route of the VirtualService with a destination equal to
 ``stable`` gets exactly two destinations: stable with ``100 − w`` and canary
-with ``w`` (Istio weights are whole percents that sum to 100).  The header
+with ``w`` (Istio weights are whole percents that sum to 100); a weighted route
+that also sends to a third destination is refused, not rewritten.  The header
 route is an HTTP route named ``novactl-debug-header`` placed first (Istio
-takes the first route that matches) with an exact match on the header, its
-name lower-cased as Istio requires.  Other routes and fields stay as they are.
+takes the first route that matches) with the weighted routes' own match
+conditions plus an exact match on the header, its name lower-cased as Istio
+requires.  Other routes and fields stay as they are.
 """
 
 from __future__ import annotations
@@ -107,6 +109,15 @@ class IstioShifter(KubeAdapter):
                 raise self._no_route()
             for route in weighted:
                 dests = route["route"]
+                others = [d.get("destination") for d in dests
+                          if not cfg.stable.matches(d.get("destination"))
+                          and not cfg.canary.matches(d.get("destination"))]
+                if others:
+                    raise TrafficError(
+                        f"VirtualService {cfg.virtual_service}: route "
+                        f"{route.get('name') or '(unnamed)'} also sends to "
+                        f"{', '.join(str((o or {}).get('host')) for o in others)}; novactl "
+                        "only splits a route between stable and canary", adapter=self.label)
                 stable = next(d for d in dests if cfg.stable.matches(d.get("destination")))
                 canary = next((d for d in dests if cfg.canary.matches(d.get("destination"))),
                               None) or {"destination": cfg.canary.to_istio()}
@@ -135,13 +146,24 @@ class IstioShifter(KubeAdapter):
         return shares.pop()
 
     def set_header_route(self, header: str, value: str) -> bool:
-        route = {"name": HEADER_ROUTE,
-                 "match": [{"headers": {header.lower(): {"exact": value}}}],
-                 "route": [{"destination": self.config.canary.to_istio()}]}
+        key = header.lower()  # Istio requires lower-case header names
 
         def edit(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            if not self._weighted(routes):
+            weighted = self._weighted(routes)
+            if not weighted:
                 raise self._no_route()
+            # the weighted routes' own conditions (uri, method...) plus the header, so the
+            # header route takes only what the weighted routes would have taken
+            matches: list[dict[str, Any]] = []
+            for existing in weighted:
+                for match in existing.get("match") or [{}]:
+                    m = copy.deepcopy(match)
+                    m.pop("name", None)
+                    m["headers"] = {**(m.get("headers") or {}), key: {"exact": value}}
+                    if m not in matches:
+                        matches.append(m)
+            route = {"name": HEADER_ROUTE, "match": matches,
+                     "route": [{"destination": self.config.canary.to_istio()}]}
             return [route, *[r for r in routes if r.get("name") != HEADER_ROUTE]]
 
         self._update(edit)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from novactl._errors import WorkloadError
 from novactl.adapters._base import Readiness
@@ -60,16 +60,19 @@ class DeploymentConfig(KubeConfig):
     pod_reasons: int = Field(3, ge=0, le=20, description="How many stuck-pod reasons a "
                              "not-ready message names.")
 
+    @model_validator(mode="after")
+    def _both_roles(self) -> DeploymentConfig:
+        missing = {"canary", "stable"} - set(self.roles)
+        if missing:
+            raise ValueError(f"roles: missing {', '.join(sorted(missing))} (both canary and "
+                             "stable name a Deployment)")
+        if "{{version}}" not in self.image and not all(r.image for r in self.roles.values()):
+            raise ValueError("image must contain {{version}}")
+        return self
+
 
 class DeploymentWorkload(KubeAdapter):
     Config = DeploymentConfig
-
-    def __init__(self, name: str, config: Any, context: Any = None) -> None:
-        super().__init__(name, config, context)
-        missing = {"canary", "stable"} - set(self.config.roles)
-        if missing:
-            raise WorkloadError(f"roles: missing {', '.join(sorted(missing))}",
-                                adapter=self.label)
 
     def _role(self, role: str) -> Role:
         try:
@@ -160,13 +163,13 @@ class DeploymentWorkload(KubeAdapter):
             return Readiness(False, f"deployment {name}: {text}{self._why(dep)}", ready_n,
                              desired, version)
 
+        if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+            return Readiness(False, f"deployment {name}: waiting for the controller to see "
+                             "the new spec", ready_n, desired, version)
         for cond in status.get("conditions") or []:
             if cond.get("type") == "Progressing" and cond.get("reason") == \
                     "ProgressDeadlineExceeded":
                 return not_ready("progress deadline exceeded")
-        if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
-            return Readiness(False, f"deployment {name}: waiting for the controller to see "
-                             "the new spec", ready_n, desired, version)
         if updated < desired:
             return not_ready(f"{updated} of {desired} replicas updated")
         if total > updated:

@@ -68,8 +68,9 @@ def _root(
         help="Where rollout state and the lock live (overrides spec.state.type).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", envvar="NOVACTL_DRY_RUN",
-        help="run/deploy/promote: show the changes (Kubernetes patches, sent with "
-        "dryRun=All) without making them or saving state.")] = False,
+        help="Show the changes (Kubernetes writes are sent with dryRun=All) without making "
+        "them or saving state: run (one pass), deploy, promote, approve, pause, resume, "
+        "signal. rollback refuses it.")] = False,
 ) -> None:
     import os
 

@@ -40,7 +40,7 @@ def command(
         term.json(entries)
         return
     if not entries:
-        term.info(f"no audit entries in {store.audit_file}")
+        term.info(f"no audit entries in {getattr(store, 'audit_file', store)}")
         return
     term.table(["time", "actor", "action", "reason"],
                [[e.get("time", ""), e.get("actor", ""), e.get("action", ""),

@@ -166,6 +166,8 @@ def _apply_variables(spec: dict[str, Any], overrides: Mapping[str, str],
             adapter("notifier", node, ("spec", "notifications", "targets", name))
     if isinstance(spec.get("dashboards"), list):
         walk(spec["dashboards"], ("spec", "dashboards"))
+    if isinstance(spec.get("state"), dict):
+        walk(spec["state"], ("spec", "state"))
 
 
 _SAMPLE_RUNTIME = {"version": "v0", "role": "canary", "window": "60s", "window_seconds": "60",

@@ -368,8 +368,10 @@ class KubeStore:
 
         line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
         if len(line.encode()) > self.chunk_bytes:
-            line = json.dumps({**{k: record[k] for k in ("at", "action", "actor")
-                                  if k in record}, "truncated": True}) + "\n"
+            kept = ("time", "ts", "at", "rollout", "action", "actor", "reason")
+            line = json.dumps({**{k: record[k] if isinstance(record[k], int | float | bool)
+                                  else str(record[k])[:2000] for k in kept if k in record},
+                               "truncated": True}) + "\n"
         with self._mutex:
             for _attempt in range(20):
                 cached = self._chunks.get(log)
@@ -495,5 +497,14 @@ def store_for_plan(plan: Any, env: Any = None) -> KubeStore:
                              base_dir=source.parent if source.name != "<plan>" else Path.cwd())
     kube = connect(config, context, label="state store")
     kube.dry_run = False  # the store is never dry: --dry-run keeps state in memory instead
-    name = spec.name or re.sub(r"[^a-z0-9-]+", "-", f"novactl-{plan.name}".lower()).strip("-")
-    return KubeStore(kube, name[:40].rstrip("-"), lease_duration=spec.lease_duration)
+    if spec.name is not None:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", spec.name):
+            from novactl._errors import InputError
+
+            raise InputError(f"spec.state.name {spec.name!r}: lower-case letters, digits and "
+                             "'-', at most 40 characters (it names a Lease and ConfigMaps)")
+        name = spec.name
+    else:
+        name = re.sub(r"[^a-z0-9-]+", "-", f"novactl-{plan.name}".lower()).strip("-")
+        name = name[:40].rstrip("-")
+    return KubeStore(kube, name, lease_duration=spec.lease_duration)
