@@ -275,9 +275,12 @@ def test_gateway_api_weights_and_header_rule(kube: FakeKube) -> None:
                                                   "value": "1"}]}],
                         "backendRefs": [{"name": "novacron-api-canary", "port": 8080}]}
     assert shifter.get_weight() == 10.0
-    shifter.set_weight(0)
+    shifter.set_weight(0)  # 0 = all stable: the header rule goes too
     assert shifter.get_weight() == 0.0
-    assert len(kube.get(GW, "HTTPRoute", NS, "novacron-api")["spec"]["rules"]) == 3
+    obj = kube.get(GW, "HTTPRoute", NS, "novacron-api")
+    assert obj["spec"]["rules"][1:] == http_route()["spec"]["rules"][1:]
+    assert len(obj["spec"]["rules"]) == 2
+    assert "novactl.io/header-route" not in obj["metadata"].get("annotations", {})
 
 
 def test_gateway_api_route_without_the_stable_service_is_an_error(kube: FakeKube) -> None:
@@ -426,6 +429,12 @@ def test_deployment_not_ready_names_the_stuck_pods(kube: FakeKube) -> None:
 
 def test_deployment_progress_deadline_and_missing_objects(kube: FakeKube) -> None:
     seed_deployments(kube)
+    workload = build("workload", "deployment", kube, WL_CONFIG)
+    assert workload.ready("canary").message == ("deployment novacron-api-canary is scaled to 0 "
+                                                "replicas")  # 0/0 is no canary: not ready
+    with pytest.raises(WorkloadError, match="scaled to 0 and no replica count"):
+        workload.deploy("canary", "v3.0.0", None)
+    workload.scale("canary", 2)
     dep = kube.get(APPS, "Deployment", NS, "novacron-api-canary")
     dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "conditions": [
         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}
@@ -591,3 +600,77 @@ def test_istio_refuses_a_route_with_a_third_destination(kube: FakeKube) -> None:
         shifter.set_weight(10)
     assert kube.get(IST, "VirtualService", NS, "novacron-api")["spec"]["http"][0]["route"] == \
         vs["spec"]["http"][0]["route"]
+
+
+# --------------------------------------------------------------------------- second review
+
+
+@pytest.mark.parametrize("config", [
+    {"namespace": NS, "stable_ingress": "novacron-api"},                # no canary_service
+    {**INGRESS_CONFIG, "create": False},
+    INGRESS_CONFIG,
+])
+def test_rollback_without_a_canary_ingress_is_a_no_op(kube: FakeKube,
+                                                     config: dict[str, Any]) -> None:
+    kube.put(stable_ingress())
+    shifter = build("traffic", "ingress-nginx", kube, config)
+    shifter.set_weight(0)  # nothing reaches a canary that has no Ingress: nothing to do
+    assert shifter.get_weight() == 0.0
+    assert writes(kube) == []
+
+
+def test_weight_zero_takes_the_debug_header_off_the_canary(kube: FakeKube) -> None:
+    kube.put(stable_ingress())
+    ingress = build("traffic", "ingress-nginx", kube, INGRESS_CONFIG)
+    ingress.set_header_route("X-Canary-Debug", "1")
+    ingress.set_weight(10)
+    ingress.set_weight(0)
+    ann = kube.get(ING, "Ingress", NS, "novacron-api-canary")["metadata"]["annotations"]
+    assert f"{P}/canary-by-header" not in ann and f"{P}/canary-by-header-value" not in ann
+    assert ann[f"{P}/canary-weight"] == "0"
+    kube.put(virtual_service())
+    istio = build("traffic", "istio", kube, IST_CONFIG)
+    istio.set_header_route("X-Canary-Debug", "1")
+    istio.set_weight(0)
+    names = [r.get("name") for r in
+             kube.get(IST, "VirtualService", NS, "novacron-api")["spec"]["http"]]
+    assert names == ["primary"]
+
+
+def test_other_backends_count_in_the_read_back_and_block_the_split(kube: FakeKube) -> None:
+    route = http_route()
+    route["spec"]["rules"][0]["backendRefs"] = [
+        {"name": "novacron-api", "port": 8080, "weight": 90},
+        {"name": "legacy", "port": 8080, "weight": 20},
+        {"name": "novacron-api-canary", "port": 8080, "weight": 10}]
+    kube.put(route)
+    gateway = build("traffic", "gateway-api", kube, GW_CONFIG)
+    assert gateway.get_weight() == pytest.approx(100 * 10 / 120, abs=1e-4)
+    with pytest.raises(TrafficError, match="also sends to legacy"):
+        gateway.set_weight(50)
+    kube.put({"apiVersion": SMI, "kind": "TrafficSplit",
+              "metadata": {"name": "s", "namespace": NS},
+              "spec": {"service": "api", "backends": [
+                  {"service": "stable", "weight": 90}, {"service": "legacy", "weight": 20},
+                  {"service": "canary", "weight": 10}]}})
+    smi = build("traffic", "smi", kube, {"namespace": NS, "traffic_split": "s",
+                                         "stable_service": "stable", "canary_service": "canary"})
+    assert smi.get_weight() == pytest.approx(100 * 10 / 120, abs=1e-4)
+    with pytest.raises(TrafficError, match="also sends to legacy"):
+        smi.set_weight(50)
+
+
+def test_dry_run_never_prints_environment_values(kube: FakeKube) -> None:
+    seed_deployments(kube)
+    dep = kube.get(APPS, "Deployment", NS, "novacron-api-canary")
+    dep["spec"]["template"]["spec"]["containers"][1]["env"] = [
+        {"name": "DATABASE_URL", "value": "postgres://app:S3cr3t@db/app"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}]
+    kube.put(dep)
+    ctx = context(kube)
+    ctx.dry_run = True
+    workload = build("workload", "deployment", kube, WL_CONFIG, ctx)
+    workload.deploy("canary", "v3.0.0", 2)
+    shown = "\n".join(ctx.announced)  # type: ignore[attr-defined]
+    assert "DATABASE_URL" in shown and "S3cr3t" not in shown and '"value":"***"' in shown
+    assert "secretKeyRef" in shown

@@ -139,3 +139,18 @@ def test_state_takes_plan_variables_and_checks_its_name(cluster: FakeKube, cli) 
     bad.write_text(text.replace("lease_duration: 10s}", "lease_duration: 10s, name: Bad_Name}"))
     code, out, err = cli("status", bad)
     assert code == 2 and "spec.state.name 'Bad_Name'" in err
+
+
+def test_rollback_with_a_broken_plan_uses_the_copy_in_the_cluster(cluster: FakeKube,
+                                                                  cli) -> None:
+    code, out, err = cli("run", "--once", cluster.plan)
+    assert code == 0, out + err
+    ann = cluster.get(ING, "Ingress", NS, "novacron-api-canary")["metadata"]["annotations"]
+    assert ann[f"{P}/canary-weight"] == "1"
+    cluster.plan.write_text("spec: [this is: not a plan\n")  # a bad edit at 3 a.m.
+    code, out, err = cli("--store", "kubernetes", "-n", NS, "rollback", "--reason", "page",
+                         cluster.plan)
+    assert code == 0, out + err
+    assert "copy of the plan saved in ConfigMap novacron/novactl-kube-e2e-plan" in err
+    ann = cluster.get(ING, "Ingress", NS, "novacron-api-canary")["metadata"]["annotations"]
+    assert ann[f"{P}/canary-weight"] == "0"

@@ -155,7 +155,8 @@ def test_a_healthy_canary_is_promoted_on_the_cluster(tmp_path: Path,
         assert stable["metadata"]["annotations"]["novactl.io/version"] == "v3.0.0"
         assert world.deployment("novacron-api-canary")["spec"]["replicas"] == 0
         ann = kube.get(ING, "Ingress", NS, "novacron-api-canary")["metadata"]["annotations"]
-        assert ann[f"{P}/canary-by-header"] == "X-Canary-Debug"
+        assert ann[f"{P}/canary-weight"] == "0"
+        assert f"{P}/canary-by-header" not in ann  # 0% = all stable, debug requests too
         # the state and the audit log are in the cluster, the Lease is free
         state_cm = kube.get("v1", "ConfigMap", NS, "novactl-kube-e2e-state")
         assert '"phase":"completed"' in state_cm["data"]["state.json"]

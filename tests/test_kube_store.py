@@ -517,7 +517,7 @@ def test_a_holder_whose_lease_expired_unseen_stops(server: FakeKube,
 
         monkeypatch.setattr(first.kube, "patch", partitioned)
         time.sleep(1.2)  # the Lease expires: another machine takes over
-        with second.lock("second", wait=1.0):
+        with second.lock("second", wait=3.0):  # it watches the Lease stay unrenewed
             assert second.load() == _state("r1", "first")
             # the partition heals before the first holder's renewer saw a 409
             with pytest.raises(StateError):
@@ -724,3 +724,25 @@ def test_a_cli_run_names_the_holder_of_the_lease(server: FakeKube, tmp_path: Pat
     result = run_novactl("run", "--once", plan, timeout=60, env=env)
     assert result.returncode in (0, 4), result.stderr
     assert make_store(server, "novactl-fake-plan").load() is not None
+
+
+def test_a_fast_clock_does_not_take_a_lease_that_is_being_renewed(server: FakeKube) -> None:
+    """Expiry tolerates clock skew between machines (10 s, or the Lease duration if
+    longer): a runner whose clock is 8 s ahead must not take a live 3 s Lease."""
+    holder = make_store(server, "novactl-skew", lease_duration=3.0)
+    ahead = make_store(server, "novactl-skew", lease_duration=3.0)
+    ahead.wall = lambda: time.time() + 8.0
+    with holder.lock("holder"), pytest.raises(LockHeld), ahead.lock("ahead", wait=1.5):
+        pass
+
+
+def test_load_quickly_gives_up_after_one_short_attempt(server: FakeKube) -> None:
+    store = make_store(server, "novactl-quick")
+    server.inject("GET", "configmaps/novactl-quick-state$", 503, times=10)
+    started = time.monotonic()
+    with pytest.raises(StateError):
+        store.load_quickly()
+    assert time.monotonic() - started < 2.0
+    gets = [p for m, p, _c, _b in server.requests if m == "GET" and "quick-state" in p]
+    assert len(gets) == 1
+    assert store.kube.retries > 0  # the store's normal retries are back

@@ -141,6 +141,25 @@ INGRESS = Resource("networking.k8s.io/v1", "Ingress", "ingresses")
 LEASE = Resource("coordination.k8s.io/v1", "Lease", "leases")
 
 
+def redact(body: Any) -> Any:
+    """``body`` for printing: container ``env`` values and ConfigMap/Secret ``data`` hidden
+    (a Deployment patch carries the whole containers list, environment included)."""
+    if isinstance(body, list):
+        return [redact(item) for item in body]
+    if not isinstance(body, dict):
+        return body
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "env" and isinstance(value, list):
+            out[key] = [dict(e, value="***") if isinstance(e, dict) and "value" in e else e
+                        for e in value]
+        elif key in ("data", "stringData") and isinstance(value, dict):
+            out[key] = {k: "***" for k in value}
+        else:
+            out[key] = redact(value)
+    return out
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch (what the API server does with ``merge-patch+json``)."""
     if not isinstance(patch, Mapping):
@@ -316,7 +335,7 @@ class Kube:
             return self._request(verb, method, path, body=body, content_type=content_type,
                                  what=what)
         kind = {MERGE: " (merge patch)"}.get(content_type, "")
-        shown = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        shown = json.dumps(redact(body), sort_keys=True, separators=(",", ":"))
         self.announce(f"dry run: {verb} {what}{kind}: {shown}")
         return self._request(verb, method, path, body=body, content_type=content_type,
                              what=what, query=[("dryRun", "All")])
@@ -340,7 +359,7 @@ class Kube:
         path = res.path(ns, name, sub)
         if self.dry_run and sub is None and path in self._dry_created:
             # the server never saw the dry-run create: apply the patch to our copy
-            shown = json.dumps(patch, sort_keys=True, separators=(",", ":"))
+            shown = json.dumps(redact(patch), sort_keys=True, separators=(",", ":"))
             self.announce(f"dry run: patch {self._what(res, name, ns)} (merge patch): {shown}")
             with self._lock:
                 current = self._overlay.get((path, "", "")) or {}

@@ -90,7 +90,9 @@ class GatewayApiShifter(KubeAdapter):
             if new != rules:
                 out["spec"] = {"rules": new}
             if header is not None and recorded != header:
-                out["metadata"] = {"annotations": {HEADER_ANNOTATION: f"{header[0]}={header[1]}"}}
+                value = f"{header[0]}={header[1]}" if header[0] else None  # "" forgets it
+                if value is not None or recorded is not None:
+                    out["metadata"] = {"annotations": {HEADER_ANNOTATION: value}}
             return out or None
 
         if self.kube.update(self.resource, self.config.route, change) is None:
@@ -109,6 +111,14 @@ class GatewayApiShifter(KubeAdapter):
                 raise self._no_rule()
             for rule in weighted:
                 refs = rule["backendRefs"]
+                others = [b.get("name") for b in refs
+                          if not _is_ref(b, cfg.stable_service)
+                          and not _is_ref(b, cfg.canary_service) and b.get("weight", 1) != 0]
+                if others:
+                    raise TrafficError(
+                        f"HTTPRoute {cfg.route}: a rule also sends to "
+                        f"{', '.join(map(str, others))}; novactl only splits a rule between "
+                        "stable and canary", adapter=self.label)
                 stable = next(b for b in refs if _is_ref(b, cfg.stable_service))
                 canary = next((b for b in refs if _is_ref(b, cfg.canary_service)), None)
                 if canary is None:
@@ -116,9 +126,11 @@ class GatewayApiShifter(KubeAdapter):
                     refs.append(canary)
                 stable["weight"] = stable_w
                 canary["weight"] = canary_w
+            if weight == 0:  # 0 = all stable: the debug header too (the canary goes away)
+                rules = [r for r in rules if not self._is_header_rule(r, recorded)]
             return rules
 
-        self._update(edit)
+        self._update(edit, header=("", "") if weight == 0 else None)
 
     def _canary_ref(self, stable: dict[str, Any]) -> dict[str, Any]:
         ref = {k: v for k, v in stable.items() if k not in ("weight", "filters")}
@@ -140,11 +152,10 @@ class GatewayApiShifter(KubeAdapter):
         shares = set()
         for rule in weighted:
             refs = rule.get("backendRefs") or []
-            stable = sum(int(b.get("weight", 1)) for b in refs
-                         if _is_ref(b, self.config.stable_service))
+            total = sum(int(b.get("weight", 1)) for b in refs)  # other backends count too
             canary = sum(int(b.get("weight", 1)) for b in refs
                          if _is_ref(b, self.config.canary_service))
-            shares.add(share(canary, stable))
+            shares.add(share(canary, total - canary))
         if len(shares) != 1:
             raise TrafficError(f"HTTPRoute {self.config.route}: rules disagree on the canary "
                                f"weight ({', '.join(str(s) for s in sorted(shares, key=str))})",

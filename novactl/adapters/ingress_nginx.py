@@ -75,16 +75,20 @@ class IngressNginxShifter(KubeAdapter):
             out[self._key("canary-by-header-value")] = header[1]
         return out
 
-    def _write(self, annotations: dict[str, str]) -> None:
+    def _write(self, annotations: dict[str, str | None]) -> None:
+        """Write these annotations (None removes one) on the canary Ingress."""
         kube = self.kube
 
         def change(obj: dict[str, Any]) -> dict[str, Any] | None:
             have = (obj.get("metadata") or {}).get("annotations") or {}
-            diff = {k: v for k, v in annotations.items() if have.get(k) != v}
+            diff = {k: v for k, v in annotations.items()
+                    if (have.get(k) != v if v is not None else k in have)}
             return {"metadata": {"annotations": diff}} if diff else None
 
         if kube.update(INGRESS, self.canary_name, change) is None:
-            self._create(annotations)
+            if annotations.get(self._key("canary-weight")) == "0":
+                return  # no canary Ingress: nothing reaches the canary already (rollback)
+            self._create({k: v for k, v in annotations.items() if v is not None})
 
     def _create(self, annotations: dict[str, str]) -> None:
         from novactl.adapters._kube import KubeConflict
@@ -115,12 +119,16 @@ class IngressNginxShifter(KubeAdapter):
         try:
             kube.create(INGRESS, body)
         except KubeConflict:  # created meanwhile (another runner): write our annotations
-            self._write(annotations)
+            self._write(dict(annotations))
         self.context.log(f"created canary Ingress {self.canary_name} from {cfg.stable_ingress}")
 
     # -- TrafficShifter
     def set_weight(self, weight: float) -> None:
-        self._write(self._annotations(weight=weight))
+        annotations: dict[str, str | None] = dict(self._annotations(weight=weight))
+        if weight == 0:  # 0 = all stable: debug-header requests too (the canary goes away)
+            annotations[self._key("canary-by-header")] = None
+            annotations[self._key("canary-by-header-value")] = None
+        self._write(annotations)
 
     def get_weight(self) -> float | None:
         obj = self.kube.get(INGRESS, self.canary_name)
@@ -141,7 +149,7 @@ class IngressNginxShifter(KubeAdapter):
         return round(min(weight, total) * 100.0 / total, 6)
 
     def set_header_route(self, header: str, value: str) -> bool:
-        self._write(self._annotations(header=(header, value)))
+        self._write(dict(self._annotations(header=(header, value))))
         return True
 
 

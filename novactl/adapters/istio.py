@@ -123,6 +123,8 @@ class IstioShifter(KubeAdapter):
                               None) or {"destination": cfg.canary.to_istio()}
                 stable["weight"], canary["weight"] = stable_w, canary_w
                 route["route"] = [stable, canary]
+            if weight == 0:  # 0 = all stable: the debug header too (the canary goes away)
+                routes = [r for r in routes if r.get("name") != HEADER_ROUTE]
             return routes
 
         self._update(edit)
@@ -135,11 +137,10 @@ class IstioShifter(KubeAdapter):
         for route in weighted:
             dests = route.get("route") or []
             one = len(dests) == 1  # a single destination takes everything, weight or not
-            stable = sum(100 if one else int(d.get("weight", 0)) for d in dests
-                         if self.config.stable.matches(d.get("destination")))
+            total = sum(100 if one else int(d.get("weight", 0)) for d in dests)
             canary = sum(100 if one else int(d.get("weight", 0)) for d in dests
                          if self.config.canary.matches(d.get("destination")))
-            shares.add(share(canary, stable))
+            shares.add(share(canary, total - canary))  # other destinations count too
         if len(shares) != 1:
             raise TrafficError(f"VirtualService {self.config.virtual_service}: routes disagree "
                                "on the canary weight", adapter=self.label)

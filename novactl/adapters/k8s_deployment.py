@@ -122,6 +122,9 @@ class DeploymentWorkload(KubeAdapter):
                 patch["spec"] = {"template": {"spec": {"containers": containers}}}
             if replicas is not None and spec.get("replicas") != replicas:
                 patch.setdefault("spec", {})["replicas"] = replicas
+            elif replicas is None and spec.get("replicas", 1) == 0:
+                raise WorkloadError(f"deployment {name} is scaled to 0 and no replica count "
+                                    "was given: set replicas for this stage", adapter=self.label)
             annotations = (obj.get("metadata") or {}).get("annotations") or {}
             if annotations.get(VERSION_ANNOTATION) != version:
                 patch["metadata"] = {"annotations": {VERSION_ANNOTATION: version}}
@@ -155,6 +158,9 @@ class DeploymentWorkload(KubeAdapter):
         ready_n = int(status.get("readyReplicas") or 0)
         if self.kube.dry_run:
             return Readiness(True, "dry run: readiness not checked", ready_n, desired, version)
+        if desired == 0:  # nothing would serve: never "ready" (0/0 is no canary at all)
+            return Readiness(False, f"deployment {name} is scaled to 0 replicas", ready_n,
+                             desired, version)
         updated = int(status.get("updatedReplicas") or 0)
         available = int(status.get("availableReplicas") or 0)
         total = int(status.get("replicas") or 0)

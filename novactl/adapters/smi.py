@@ -63,6 +63,13 @@ class SmiShifter(KubeAdapter):
             if cfg.stable_service not in found:
                 raise TrafficError(f"TrafficSplit {cfg.traffic_split} has no backend "
                                    f"{cfg.stable_service}", adapter=self.label)
+            others = [s for s, b in found.items() if s not in (cfg.stable_service,
+                                                               cfg.canary_service)
+                      and _weight(b.get("weight")) != 0]
+            if others:
+                raise TrafficError(f"TrafficSplit {cfg.traffic_split} also sends to "
+                                   f"{', '.join(map(str, others))}; novactl only splits "
+                                   "between stable and canary", adapter=self.label)
             if cfg.canary_service not in found:
                 found[cfg.canary_service] = {"service": cfg.canary_service}
                 new.append(found[cfg.canary_service])
@@ -80,8 +87,8 @@ class SmiShifter(KubeAdapter):
         if self.config.stable_service not in weights:
             raise TrafficError(f"TrafficSplit {self.config.traffic_split} has no backend "
                                f"{self.config.stable_service}", adapter=self.label)
-        return share(weights.get(self.config.canary_service, 0.0),
-                     weights[self.config.stable_service])
+        canary = weights.get(self.config.canary_service, 0.0)
+        return share(canary, sum(weights.values()) - canary)  # other backends count too
 
     def set_header_route(self, header: str, value: str) -> bool:
         self.context.log(f"{self.label}: a TrafficSplit cannot route by header; "

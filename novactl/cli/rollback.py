@@ -97,7 +97,9 @@ def carry_out(plan: Any, store: Any, reason: str, who: str, *, force: bool = Fal
 
     started = SystemClock().now()
     try:
-        state = store.load()
+        # fast: a silent cluster store must not hold traffic back (no retries, short timeout)
+        quick = getattr(store, "load_quickly", None)
+        state = quick() if callable(quick) else store.load()
     except StateError as exc:
         term.warn(f"{exc.message}; rolling traffic back anyway")
         state = None
@@ -164,13 +166,16 @@ def _traffic_first(plan: Any, store: Any, state: Any, who: str, reason: str, *,
         elif abs(weight) > plan.spec.traffic.weight_tolerance + 1e-9:
             outcome = f"router still reports {weight:g}% canary"
     now = SystemClock().now()
-    store.append_audit({
-        "time": iso(now), "ts": round(now, 3),
-        "rollout": state.rollout_id if state is not None else None,
-        "actor": who, "action": "rollback.traffic_first",
-        "reason": f"{reason}: set 0% canary {'again ' if again else ''}before anything else: "
-                  f"{outcome} ({took:.2f}s)",
-    })
+    try:  # the record must never undo what traffic-first did: a broken store only warns
+        store.append_audit({
+            "time": iso(now), "ts": round(now, 3),
+            "rollout": state.rollout_id if state is not None else None,
+            "actor": who, "action": "rollback.traffic_first",
+            "reason": f"{reason}: set 0% canary {'again ' if again else ''}before anything "
+                      f"else: {outcome} ({took:.2f}s)",
+        })
+    except NovactlError as exc:
+        term.warn(f"could not record the traffic-first step: {exc.message}")
     if outcome.startswith("failed"):
         return False
     if weight is None:
@@ -196,21 +201,60 @@ def _load_for_rollback(plan_path: Path, variables: list[str] | None,
         plan = load_plan(plan_path, parsed)
         return plan, open_store(plan, state_dir)
     except (PlanError, InputError) as exc:
-        candidates = ([state_dir] if state_dir is not None
-                      else sorted(p for p in (plan_path.parent / ".novactl").glob("*")
-                                  if p.is_dir()))
-        snapshots = [(d, LocalStore(d).load_plan()) for d in candidates]
-        usable = [(d, snap) for d, snap in snapshots if snap and snap.get("text")]
-        named = [(d, snap) for d, snap in usable
+        import os
+
+        snapshots: list[tuple[Any, str, Any]] = []  # (store, where, snapshot)
+        if os.environ.get("NOVACTL_STORE") == "kubernetes":
+            snapshots = _cluster_snapshots(plan_path)
+        else:
+            candidates = ([state_dir] if state_dir is not None
+                          else sorted(p for p in (plan_path.parent / ".novactl").glob("*")
+                                      if p.is_dir()))
+            snapshots = [(LocalStore(d), f"{d}/plan.json", LocalStore(d).load_plan())
+                         for d in candidates]
+        usable = [(s, w, snap) for s, w, snap in snapshots if snap and snap.get("text")]
+        named = [(s, w, snap) for s, w, snap in usable
                  if Path(str(snap.get("source", ""))).name == plan_path.name]
         chosen = named[0] if named else (usable[0] if len(usable) == 1 else None)
         if chosen is None:
             raise
-        directory, snapshot = chosen
+        store, where, snapshot = chosen
         first = str(exc).splitlines()[0]
-        term.warn(f"{first}; rolling back with the copy of the plan saved in "
-                  f"{directory}/plan.json")
+        term.warn(f"{first}; rolling back with the copy of the plan saved in {where}")
         saved_vars = {str(k): str(v) for k, v in (snapshot.get("variables") or {}).items()}
         plan = load_plan_text(str(snapshot["text"]), str(snapshot.get("source", plan_path)),
                               {**saved_vars, **parsed})
-        return plan, LocalStore(directory)
+        return plan, store
+
+
+def _cluster_snapshots(plan_path: Path) -> list[tuple[Any, str, Any]]:
+    """Plan copies saved by the cluster store (ConfigMaps ``<name>-plan``) in the namespace
+    the root options name: with --store kubernetes a rollback survives a broken plan too."""
+    import json
+    import os
+
+    from novactl._errors import NovactlError
+    from novactl.adapters._base import AdapterContext
+    from novactl.adapters._kube import CONFIGMAP, KubeConfig, connect
+    from novactl.store.kube import KIND_LABEL, ROLLOUT_LABEL, KubeStore
+
+    try:
+        kube = connect(KubeConfig(), AdapterContext(env={**os.environ, "NOVACTL_DRY_RUN": ""},
+                                                    base_dir=plan_path.parent),
+                       label="state store")
+        kube.dry_run = False
+        items = kube.list(CONFIGMAP, selector=f"{KIND_LABEL}=plan")
+    except NovactlError as exc:
+        term.warn(f"cannot look for a saved plan in the cluster: {exc.message}")
+        return []
+    found = []
+    for item in items:
+        name = ((item.get("metadata") or {}).get("labels") or {}).get(ROLLOUT_LABEL)
+        try:
+            snapshot = json.loads((item.get("data") or {}).get("plan.json") or "null")
+        except ValueError:
+            continue
+        if name and isinstance(snapshot, dict):
+            found.append((KubeStore(kube, name), f"ConfigMap {kube.namespace}/{name}-plan",
+                          snapshot))
+    return found

@@ -45,6 +45,7 @@ ROLLOUT_LABEL = "novactl.io/rollout"
 KIND_LABEL = "novactl.io/kind"
 HOLDER_ANNOTATION = "novactl.io/holder"
 RENEW_DEADLINE = 0.8  # stop writing once this share of the Lease passed without a renewal
+CLOCK_SKEW = 10.0  # clock difference between machines tolerated on expiry (or the duration)
 
 
 def _micro_time(at: float) -> str:
@@ -84,6 +85,7 @@ class KubeStore:
         self._renewer: threading.Thread | None = None
         self._lease_rv: str | None = None
         self._renewed = 0.0  # time.monotonic() of the last successful take or renewal
+        self._seen: tuple[Any, float] | None = None  # (holder's lease version, first seen)
 
     @property
     def where(self) -> str:
@@ -203,7 +205,16 @@ class KubeStore:
         holder = spec.get("holderIdentity")
         renewed = _parse_time(spec.get("renewTime") or spec.get("acquireTime"))
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
-        expired = renewed is None or now > renewed + duration
+        # Expired when this process watched it stay unrenewed for a whole duration (its own
+        # monotonic clock, as client-go does), or when the holder's renewTime is older than
+        # the duration by more than the clock skew we tolerate between machines.
+        version = (holder, spec.get("renewTime"), (lease.get("metadata") or {}).get(
+            "resourceVersion"))
+        if self._seen is None or self._seen[0] != version:
+            self._seen = (version, time.monotonic())
+        watched = time.monotonic() - self._seen[1] >= duration
+        skew = max(CLOCK_SKEW, duration)
+        expired = renewed is None or watched or now > renewed + duration + skew
         if holder and holder != self.identity and not expired:
             return None
         transitions = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
@@ -315,6 +326,21 @@ class KubeStore:
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"ConfigMap {self._cm('state')} does not hold a rollout state: "
                              f"{exc}") from exc
+
+    def load_quickly(self, timeout: float = 3.0) -> RolloutState | None:
+        """load() with one short attempt: for rollback's traffic-first path, which must not
+        wait on a silent API server (it moves traffic, then retries under the lock)."""
+        from novactl.adapters._kube import KubeError
+
+        kube = self.kube
+        saved = (kube.retries, kube.timeout)
+        kube.retries, kube.timeout = 0, min(timeout, kube.timeout)
+        try:
+            return self.load()
+        except KubeError as exc:
+            raise self._translate(exc, "read the state") from None
+        finally:
+            kube.retries, kube.timeout = saved
 
     def save(self, state: RolloutState) -> None:
         from novactl.adapters._kube import KubeConflict, KubeError
