@@ -67,7 +67,9 @@ spec:
 """
 
 
-def seed(kube: FakeKube) -> None:
+def seed(kube: FakeKube, image: str = "registry.novacron.io/api:v2.9.0",
+         sidecars: tuple[dict[str, str], ...] = ()) -> None:
+    """The team's objects: the stable Ingress, and a Deployment per role running v2.9.0."""
     kube.put({"apiVersion": ING, "kind": "Ingress",
               "metadata": {"name": "novacron-api", "namespace": NS},
               "spec": {"ingressClassName": "nginx", "rules": [{"host": "api.novacron.io",
@@ -79,7 +81,7 @@ def seed(kube: FakeKube) -> None:
                   "metadata": {"name": name, "namespace": NS},
                   "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
                            "template": {"metadata": {"labels": labels}, "spec": {"containers": [
-                               {"name": "api", "image": "registry.novacron.io/api:v2.9.0"}]}}}})
+                               *sidecars, {"name": "api", "image": image}]}}}})
 
 
 class World:

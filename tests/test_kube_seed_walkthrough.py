@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from _kubeapi import FakeKube
 from conftest import ROOT, SEED_PLAN
+from test_kube_e2e import seed
 from test_simulation import HEALTHY
 
 from novactl._clock import FakeClock
@@ -48,20 +49,8 @@ def walkthrough_plan(directory: Path) -> Path:
 
 
 def seed_cluster(kube: FakeKube) -> None:
-    kube.put({"apiVersion": ING, "kind": "Ingress",
-              "metadata": {"name": "novacron-api", "namespace": NS},
-              "spec": {"ingressClassName": "nginx", "rules": [{"host": "api.novacron.io",
-                       "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
-                           "service": {"name": "novacron-api", "port": {"number": 80}}}}]}}]}})
-    for name, replicas in (("novacron-api", 10), ("novacron-api-canary", 0)):
-        labels = {"app": name}
-        kube.put({"apiVersion": APPS, "kind": "Deployment",
-                  "metadata": {"name": name, "namespace": NS},
-                  "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                           "template": {"metadata": {"labels": labels}, "spec": {"containers": [
-                               {"name": "sidecar", "image": "envoy:1.30"},
-                               {"name": "api",
-                                "image": "registry.novacron.io/novacron-api:v2.9.0"}]}}}})
+    seed(kube, "registry.novacron.io/novacron-api:v2.9.0",
+         sidecars=({"name": "sidecar", "image": "envoy:1.30"},))
 
 
 def test_the_walkthrough_plan_validates(tmp_path: Path, cli) -> None:
