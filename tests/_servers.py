@@ -7,12 +7,15 @@ under CI=true, where it is a failure (CI installs them; a skip would hide that).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,20 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[BaseHTTPRequestHandler], poll: float = 0.05) -> Iterator[str]:
+    """Serve ``handler`` in-process on a free loopback port; yields the base URL and always
+    stops the server."""
+    httpd = ThreadingHTTPServer((LOOPBACK, 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": poll},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
