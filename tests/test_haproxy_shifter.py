@@ -351,3 +351,15 @@ def test_split_weight_rounds_half_up() -> None:
     assert split_weight(10, 256) == (26, 230)
     assert split_weight(100, 1) == (1, 0)
     assert split_weight(50, 1) == (1, 0)
+
+
+def test_weight_zero_takes_the_debug_header_off_the_canary(
+        haproxy: HAProxy, shifter: HAProxyTrafficShifter) -> None:
+    shifter.set_weight(10)
+    assert shifter.set_header_route(DEBUG_HEADER, "1") is True
+    assert haproxy.versions(20, {DEBUG_HEADER: "1"}) == {CANARY: 20}
+    shifter.set_weight(0)  # rollback: all stable, debug requests too
+    assert haproxy.versions(20, {DEBUG_HEADER: "1"}) == {STABLE: 20}
+    assert not [line for line in haproxy.runtime(f"show map {haproxy.debug_map}").splitlines()
+                if line.strip()]
+    assert shifter.get_weight() == 0.0

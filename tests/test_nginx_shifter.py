@@ -336,6 +336,9 @@ def test_debug_header_always_reaches_the_canary(nginx: Callable[..., NginxServer
     assert "# novactl-header-route: on" in shifter.path.read_text()
     assert server.count_versions(20, HEADER) == {CANARY: 20}
     assert server.count_versions(100) == {STABLE: 90, CANARY: 10}
+    shift(server, 0)  # ... except to 0%: all stable, debug requests too (rollback)
+    assert "# novactl-header-route: off" in shifter.path.read_text()
+    assert server.count_versions(20, HEADER) == {STABLE: 20}
 
 
 def test_failed_nginx_t_restores_the_file_and_the_old_weight_stays(

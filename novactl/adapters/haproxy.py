@@ -248,6 +248,8 @@ class HAProxyTrafficShifter(Adapter):
         if wrong:
             raise TrafficError(f"weights did not stick in backend {self.backend}: "
                                + ", ".join(wrong), adapter=self.label)
+        if weight == 0 and self.debug_map is not None:
+            self._clear_header_routes()
         exact = 100 * canary_units / self.scale
         if not math.isclose(exact, weight, abs_tol=1e-9):
             self.context.log(f"{self.label}: weight {weight:g}% applied as {exact:g}% "
@@ -321,6 +323,17 @@ class HAProxyTrafficShifter(Adapter):
         if not lines or not lines[0].startswith("#"):
             raise self._refused("show backend", answer)
         return lines[1:]
+
+    def _clear_header_routes(self) -> None:
+        """0% means all stable, debug requests too: drop the map entries to the canary
+        (the canary is scaled down next, so they would only fail)."""
+        ours = [key for key, backends in self._map_entries().items()
+                if backends == [self.canary_backend]]
+        for key in ours:
+            self._command(f"del map {self.debug_map} {key}", expect="")
+        if ours:
+            self.context.log(f"{self.label}: 0% canary: header route(s) {', '.join(ours)} "
+                             f"removed from map {self.debug_map}")
 
     def _map_entries(self) -> dict[str, list[str]]:
         command = f"show map {self.debug_map}"

@@ -456,7 +456,7 @@ class NginxTrafficShifter(Adapter):
                                adapter=self.label)
         previous = self._previous()
         route = False
-        if previous:
+        if previous and weight > 0:  # 0% = all stable: the header route goes off too
             route_match = _ROUTE_LINE.search(previous.decode("utf-8", errors="replace"))
             route = bool(route_match and route_match.group(1).lower() == "on")
         points = basis_points(weight)
