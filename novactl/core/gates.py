@@ -11,6 +11,7 @@ condition describes trouble, so FAIL means it holds (the trigger is firing).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -71,6 +72,7 @@ class CheckResult:
     op: str = ""
     dimension: Dimension = Dimension.NUMBER
     relative: str = ""  # the relative threshold as written ("2x baseline")
+    note: str = ""  # how a decided check decided, when a value alone does not say it
 
     @functools.cached_property
     def reason(self) -> str:
@@ -81,6 +83,8 @@ class CheckResult:
         out: dict[str, Any] = {"verdict": self.verdict, "window": self.window}
         if self.problem:
             out["problem"] = self.problem
+        if self.note:
+            out["note"] = self.note
         if self.holds is not None:
             out["holds"] = self.holds
         for name in ("value", "threshold", "reference", "sample_size", "target_met"):
@@ -134,6 +138,8 @@ def explain(brief: dict[str, Any], op: str, dimension: Dimension, relative: str 
     size = brief.get("sample_size")
     if size is not None:
         text += f", n={_f(size):,.0f}"
+    if brief.get("note"):
+        text += f"; {brief['note']}"
     return text
 
 
@@ -141,8 +147,14 @@ def _f(value: Any) -> float:
     return float(value)
 
 
-def window_for(check: Check, eval_window: float) -> float:
-    """The window a check is measured over: its ``over``, the metric's, or the evaluation's."""
+SEQUENTIAL_ALPHA = 0.01  # false-alarm bound of a sequential check, over all its looks
+
+
+def window_for(check: Check, eval_window: float, stage_window: float | None = None) -> float:
+    """The window a check is measured over: the whole stage so far (sequential), its
+    ``over``, the metric's, or the evaluation's."""
+    if check.condition.sequential and stage_window is not None:
+        return max(stage_window, eval_window)
     if check.condition.over is not None:
         return check.condition.over
     if check.metric.window is not None:
@@ -166,9 +178,13 @@ def evaluate(
     refs: References,
     eval_window: float,
     now: float,
+    stage_window: float | None = None,
 ) -> CheckResult:
-    """Evaluate one check against this round's observations.  Pure."""
-    window = window_for(check, eval_window)
+    """Evaluate one check against this round's observations.  Pure.
+
+    ``stage_window`` is how long the stage has been evaluated so far: a sequential check
+    is measured over all of it."""
+    window = window_for(check, eval_window, stage_window)
     version = subject_version(check, refs)
     dim = check.dimension
     cond = check.condition
@@ -217,6 +233,8 @@ def evaluate(
     if problem:
         return result(None, problem, obs.value if obs.usable else None, obs=obs)
     value = float(obs.value)  # type: ignore[arg-type]
+    if cond.sequential:
+        return _sequential(check, obs, observations, refs, window, result)
 
     threshold_spec = cond.threshold
     reference: float | None = None
@@ -287,6 +305,58 @@ def _reference_value(
     if recorded is None:
         return None, f"no value recorded for {name} in stage {stage!r}"
     return recorded.value, ""
+
+
+def _sequential(check: Check, obs: Observation, observations: Mapping[ObsKey, Observation],
+                refs: References, window: float, result: Any) -> CheckResult:
+    """Canary vs stable on the stage's error counts, with an anytime-valid interval.
+
+    The check asks whether the canary's error rate is (not) above ``factor`` × the
+    stable's.  Given all errors of both, the canary's share of them is binomial with the
+    canary's share of the traffic when both fail alike; the interval for that share
+    (core.stats.error_share_interval) may be looked at every round.  It decides only
+    when it lies wholly on one side of the threshold: otherwise inconclusive.
+    """
+    from novactl.core.stats import error_share_interval, ratio_for_share, share_for_ratio
+
+    cond = check.condition
+    value = float(obs.value)  # type: ignore[arg-type]
+    if not refs.stable_available:
+        return result(None, "no stable version to compare with after promotion", value,
+                      obs=obs)
+    stable = observations.get(_key(cond.metric, refs.stable_version, window))
+    if stable is None:
+        return result(None, "stable not measured this round", value, obs=obs)
+    problem = _unusable(stable, check.min_samples)
+    if problem:
+        return result(None, f"stable: {problem}", value, obs=obs)
+    counts = (obs.events, obs.trials, stable.events, stable.trials)
+    if any(c is None or not math.isfinite(c) or c < 0 for c in counts):
+        return result(None, "sequential needs raw counts (events and trials) from the probe",
+                      value, obs=obs)
+    c_err, c_all, s_err, s_all = (float(c) for c in counts)  # type: ignore[arg-type]
+    if c_all <= 0 or s_all <= 0:
+        return result(None, "no requests on one side", value, obs=obs)
+    traffic = c_all / (c_all + s_all)
+    threshold_spec = cond.threshold
+    factor = (threshold_spec.value if threshold_spec.kind is ThresholdKind.FACTOR
+              else 1.0 + threshold_spec.value)
+    stable_rate = s_err / s_all
+    errors = round(c_err + s_err)
+    lo, hi = error_share_interval(min(round(c_err), errors), errors, SEQUENTIAL_ALPHA)
+    cut = share_for_ratio(factor, traffic)
+    low_ratio, high_ratio = ratio_for_share(lo, traffic), ratio_for_share(hi, traffic)
+    span = (f"canary/stable error-rate ratio in [{low_ratio:.3g}, {high_ratio:.3g}] "
+            f"({(1 - SEQUENTIAL_ALPHA):.0%} anytime-valid, {errors} errors) vs {factor:g}")
+    above = lo > cut  # the canary is worse than factor × stable, with confidence
+    below = hi < cut  # ... it is not
+    if not above and not below:
+        return result(None, f"sequential: not decided yet: {span}", value,
+                      factor * stable_rate, stable_rate, obs)
+    is_above = above
+    holds = is_above if cond.op in (">", ">=") else not is_above
+    decided: CheckResult = result(holds, "", value, factor * stable_rate, stable_rate, obs)
+    return dataclasses.replace(decided, note=f"sequential: {span}")
 
 
 def _negate(op: str) -> str:

@@ -443,7 +443,8 @@ def _step_bake(ctx: _Ctx) -> Action | Wait | None:
     if now >= due:
         window = _eval_window(now, last, interval)
         return Action(ActionKind.OBSERVE, "stage", f"evaluate stage {stage.name}",
-                      requests=_requests(ctx, stage.checks, window), window=window, at=now)
+                      requests=_requests(ctx, stage.checks, window, now - start),
+                      window=window, at=now)
     moved = _try_advance(ctx)
     if moved is True:
         return None
@@ -457,7 +458,8 @@ def _eval_window(now: float, last: float, interval: float) -> float:
     return min(max(now - last, interval), MAX_EVAL_WINDOW)
 
 
-def _requests(ctx: _Ctx, checks: Iterable[Check], eval_window: float) -> tuple[ObsRequest, ...]:
+def _requests(ctx: _Ctx, checks: Iterable[Check], eval_window: float,
+              stage_window: float | None = None) -> tuple[ObsRequest, ...]:
     refs = _references(ctx)
     seen: dict[tuple[str, str | None, int], ObsRequest] = {}
 
@@ -471,7 +473,7 @@ def _requests(ctx: _Ctx, checks: Iterable[Check], eval_window: float) -> tuple[O
         seen.setdefault(key, ObsRequest(metric, version, role, window))
 
     for check in checks:
-        window = window_for(check, eval_window)
+        window = window_for(check, eval_window, stage_window)
         add(check.condition.metric, subject_version(check, refs), window)
         ref = check.condition.threshold.reference
         if ref is not None and ref.kind is RefKind.STABLE and refs.stable_available:
@@ -686,8 +688,11 @@ def _step_promoted(ctx: _Ctx) -> Action | Wait | None:
     due = last + interval
     if now >= due and stage.checks:
         window = _eval_window(now, last, interval)
+        started = (s.post_stage.bake_started_at if s.post_stage is not None else None) \
+            or promoted_at
         return Action(ActionKind.OBSERVE, "post", "post-promotion monitoring",
-                      requests=_requests(ctx, stage.checks, window), window=window, at=now)
+                      requests=_requests(ctx, stage.checks, window, now - started),
+                      window=window, at=now)
     next_eval = due if stage.checks else end_at
     if s.paused is not None:
         return Wait(next_eval if next_eval > now else None, f"paused: {s.paused.reason}",
@@ -1038,7 +1043,9 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
     rec.evaluations += 1
     by_key: dict[ObsKey, Observation] = {obs.key: obs for obs in observations}
     refs = _references(ctx)
-    results = [evaluate(check, by_key, refs, eval_window, now) for check in checks]
+    stage_window = now - start
+    results = [evaluate(check, by_key, refs, eval_window, now, stage_window)
+               for check in checks]
     ctx.results = results
     s.last_results = {r.check_id: r.brief() for r in results}
 

@@ -116,6 +116,7 @@ class Condition:
     over: float | None = None
     for_: float | None = None
     metric_offset: int = 0
+    sequential: bool = False  # an anytime-valid test on the stage's counts (gates.md)
 
     def holds(self, value: float, threshold: float) -> bool:
         return OPS[self.op](value, threshold)
@@ -129,6 +130,8 @@ class Condition:
             text += f" over {format_duration(self.over)}"
         if self.for_ is not None:
             text += f" for {format_duration(self.for_)}"
+        if self.sequential:
+            text += " sequential"
         return text
 
 
@@ -329,6 +332,7 @@ class _Parser:
         self.i += 1
         threshold = self.threshold()
         over = for_ = None
+        sequential = False
         while (nxt := self.peek()) is not None:
             tok = nxt
             if tok.kind == "ident" and tok.text == "over" and over is None:
@@ -337,8 +341,12 @@ class _Parser:
             elif tok.kind == "ident" and tok.text == "for" and for_ is None:
                 self.i += 1
                 for_ = self.duration("for")
+            elif tok.kind == "ident" and tok.text == "sequential" and not sequential:
+                self.i += 1
+                sequential = True
             else:
-                raise ExprError(f"unexpected {tok.text!r} (expected 'over' or 'for')", tok.pos)
+                raise ExprError(f"unexpected {tok.text!r} (expected 'over', 'for' or "
+                                "'sequential')", tok.pos)
         if over is not None and over <= 0:
             raise ExprError("'over' needs a window longer than zero", self.end_pos())
         return Condition(
@@ -350,6 +358,7 @@ class _Parser:
             over=over,
             for_=for_,
             metric_offset=metric_tok.pos,
+            sequential=sequential,
         )
 
 

@@ -908,6 +908,17 @@ def _check_issues(
             issues.append((at, f"stage {ref.stage!r} does not come before this stage"))
         if metric.kind is MetricKind.COUNT:
             issues.append((at, "a count metric cannot be compared with a stage; use a ratio"))
+    if cond.sequential:
+        if metric.kind is not MetricKind.RATIO:
+            issues.append((at, "'sequential' tests error counts: it needs a ratio metric"))
+        if ref is None or ref.kind is not RefKind.STABLE or cond.subject != "canary":
+            issues.append((at, "'sequential' compares the canary with the stable: write e.g. "
+                               "'error_rate > +50% stable sequential'"))
+        if cond.op in ("==", "!="):
+            issues.append((at, "'sequential' needs <, <=, > or >="))
+        if cond.for_ is not None or cond.over is not None:
+            issues.append((at, "'sequential' accumulates the whole stage already: drop "
+                               "'for' and 'over'"))
     if cond.for_ is not None and not role.is_trigger:
         issues.append((
             at,

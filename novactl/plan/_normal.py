@@ -35,6 +35,8 @@ def _check(check: Check) -> dict[str, Any]:
         out["for_seconds"] = cond.for_
     if cond.over is not None:
         out["over_seconds"] = cond.over
+    if cond.sequential:
+        out["sequential"] = True
     if check.target is not None:
         out["target"] = {"op": check.target.op, "value": check.target.value,
                          "text": check.target.text}
