@@ -108,10 +108,19 @@ def plan_with(check: str):
     ("error_rate > 1% sequential", "compares the canary with the stable"),
     ("error_rate > +50% stable sequential for 5m", "drop 'for' and 'over'"),
     ("error_rate > +50% baseline sequential", "compares the canary with the stable"),
+    ("error_rate > -150% stable sequential", "must be above 0"),
 ])
 def test_sequential_needs_a_ratio_against_stable(check: str, message: str) -> None:
     with pytest.raises(PlanError, match=message):
         plan_with(check)
+
+
+def test_sequential_refuses_the_scrape_probe() -> None:
+    text = PLAN.format(check="error_rate > +50% stable sequential").replace(
+        "probes: {m: {type: fake}}",
+        "probes: {m: {type: scrape, config: {targets: ['http://127.0.0.1:1/metrics']}}}")
+    with pytest.raises(PlanError, match="scrape probe keeps only a thinned history"):
+        load_plan_text(text, "seq.yaml")
 
 
 def test_the_condition_reads_back() -> None:
@@ -171,15 +180,15 @@ def test_missing_counts_or_stable_are_inconclusive() -> None:
 # --------------------------------------------------------------------------- a rollout
 
 
-def _rollout(canary_rate: float) -> tuple[object, MemoryStore, list[float]]:
+def _rollout(canary_rate: float) -> tuple[object, MemoryStore, list[tuple[float, float]]]:
     """A canary whose error rate is below the absolute limit (5%) throughout: only the
     sequential comparison with the stable can tell a regression."""
     plan = plan_with("error_rate > +50% stable sequential")
     clock = FakeClock()
-    windows: list[float] = []
+    windows: list[tuple[float, float]] = []
 
     def metrics(query: ProbeQuery):
-        windows.append(query.window)
+        windows.append((clock.now(), query.window))
         rate = canary_rate if query.role == "canary" else 0.01
         requests = round((20 if query.role == "canary" else 180) * query.window)
         return (round(rate * requests), requests)
@@ -200,11 +209,19 @@ def test_a_doubled_error_rate_under_the_absolute_limit_is_rolled_back() -> None:
     assert state.phase is Phase.ROLLED_BACK
     assert state.rollback.trigger == "rollback:error-regression"
     assert "anytime-valid" in state.rollback.reason
-    assert max(windows) > 60  # measured over the stage so far, not one interval
+    assert max(w for _at, w in windows) > 60  # measured over the stage so far
     assert any(e["action"] == "rollback.started" and "error-regression" in e["reason"]
                for e in store.audit)
 
 
 def test_an_equal_error_rate_is_promoted() -> None:
-    result, _store, _windows = _rollout(0.01)
-    assert result.state.phase in (Phase.COMPLETED, Phase.PROMOTED)  # type: ignore[attr-defined]
+    result, _store, windows = _rollout(0.01)
+    state = result.state  # type: ignore[attr-defined]
+    assert state.phase in (Phase.COMPLETED, Phase.PROMOTED)
+    # the stage's aggregates hold every round's counts, not just the first round's
+    stage = state.stages[0]
+    canary = stage.metrics["error_rate@v2"]
+    assert canary.trials == pytest.approx(20 * 3600, rel=0.05)
+    # after promotion there is no stable to compare with: no stage-long queries any more
+    assert state.promoted_at is not None
+    assert all(w <= 61 for at, w in windows if at > state.promoted_at)

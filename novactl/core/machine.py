@@ -472,9 +472,17 @@ def _requests(ctx: _Ctx, checks: Iterable[Check], eval_window: float,
         key = (metric, version, round(window))
         seen.setdefault(key, ObsRequest(metric, version, role, window))
 
+    # a sequential check compares with the stable: none after promotion, so no stage-long
+    # queries then
+    long_window = stage_window if refs.stable_available else None
     for check in checks:
-        window = window_for(check, eval_window, stage_window)
+        window = window_for(check, eval_window, long_window)
         add(check.condition.metric, subject_version(check, refs), window)
+        if check.condition.sequential and round(window) != round(eval_window):
+            # the round's own counts too: the stage's aggregates and reports use them
+            add(check.condition.metric, subject_version(check, refs), eval_window)
+            if refs.stable_available:
+                add(check.condition.metric, refs.stable_version, eval_window)
         ref = check.condition.threshold.reference
         if ref is not None and ref.kind is RefKind.STABLE and refs.stable_available:
             add(check.condition.metric, refs.stable_version, window)
@@ -1043,7 +1051,7 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
     rec.evaluations += 1
     by_key: dict[ObsKey, Observation] = {obs.key: obs for obs in observations}
     refs = _references(ctx)
-    stage_window = now - start
+    stage_window = (now - start) if refs.stable_available else None  # as _requests asked
     results = [evaluate(check, by_key, refs, eval_window, now, stage_window)
                for check in checks]
     ctx.results = results

@@ -95,7 +95,9 @@ def error_share_interval(canary_errors: int, errors: int, alpha: float = 0.01
                 outside = middle
         return within
 
-    return (edge(1e-12, peak) if x > 0 else 0.0, edge(1 - 1e-12, peak) if x < n else 1.0)
+    low = edge(1e-12, peak) if x > 0 else 0.0
+    high = edge(1 - 1e-12, peak) if x < n else 1.0
+    return (0.0 if low <= 1e-12 else low, 1.0 if high >= 1 - 1e-12 else high)
 
 
 def share_for_ratio(ratio: float, traffic_share: float) -> float:

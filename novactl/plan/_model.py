@@ -916,6 +916,16 @@ def _check_issues(
                                "'error_rate > +50% stable sequential'"))
         if cond.op in ("==", "!="):
             issues.append((at, "'sequential' needs <, <=, > or >="))
+        factor = (threshold.value if threshold.kind is ThresholdKind.FACTOR
+                  else 1.0 + threshold.value)
+        if factor <= 0:
+            issues.append((at, "'sequential' compares error rates: the multiple of the "
+                               "stable's must be above 0"))
+        probe = spec.probes.get(metric.probe)
+        if probe is not None and probe.type == "scrape":
+            issues.append((at, "'sequential' measures the whole stage: the scrape probe keeps "
+                               "only a thinned history and cannot answer that window; use a "
+                               "prometheus probe"))
         if cond.for_ is not None or cond.over is not None:
             issues.append((at, "'sequential' accumulates the whole stage already: drop "
                                "'for' and 'over'"))
