@@ -125,7 +125,7 @@ def test_corrupt_or_foreign_state_is_a_clear_error(server: FakeKube) -> None:
           "metadata": {"name": f"{NAME}-state", "namespace": NS},
           "data": {"state.json": "{not json"}}
     server.put(cm)
-    with pytest.raises(StateError, match="does not hold valid JSON"):
+    with pytest.raises(StateError, match="ConfigMap novactl-test-state is not valid JSON"):
         store.load()
     cm["data"]["state.json"] = json.dumps({"schema": 99, "rollout_id": "x", "plan_name": "p"})
     server.put(cm)

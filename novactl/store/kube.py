@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from novactl._errors import LockHeld, StateError
-from novactl.core.state import SCHEMA_VERSION, RolloutState
+from novactl.core.state import RolloutState
 
 __all__ = ["KubeStore"]
 
@@ -312,20 +312,9 @@ class KubeStore:
         text = (obj.get("data") or {}).get("state.json")
         if not text:
             return None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise StateError(f"ConfigMap {self._cm('state')} does not hold valid JSON "
-                             f"(line {exc.lineno})") from exc
-        schema = data.get("schema", 0)
-        if schema > SCHEMA_VERSION:
-            raise StateError(f"ConfigMap {self._cm('state')} was written by a newer novactl "
-                             f"(schema {schema}, this one reads {SCHEMA_VERSION})")
-        try:
-            return RolloutState.from_dict(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"ConfigMap {self._cm('state')} does not hold a rollout state: "
-                             f"{exc}") from exc
+        from novactl.store.local import parse_state
+
+        return parse_state(text, f"ConfigMap {self._cm('state')}")
 
     def load_quickly(self, timeout: float = 3.0) -> RolloutState | None:
         """load() with one short attempt: for rollback's traffic-first path, which must not

@@ -94,6 +94,24 @@ def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
                 continue  # a torn line from a crash; the next line starts clean
 
 
+def parse_state(raw: str | bytes, where: str, hint: str = "") -> RolloutState:
+    """A saved state from its JSON text; every problem is a one-line StateError naming
+    ``where`` (a file, a ConfigMap)."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise StateError(f"{where} is not valid JSON (line {exc.lineno})"
+                         + (f": {hint}" if hint else "")) from exc
+    schema = data.get("schema", 0) if isinstance(data, dict) else 0
+    if schema > SCHEMA_VERSION:
+        raise StateError(f"{where} was written by a newer novactl "
+                         f"(schema {schema}, this one reads {SCHEMA_VERSION})")
+    try:
+        return RolloutState.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StateError(f"{where} does not hold a rollout state: {exc}") from exc
+
+
 def _holder_info(purpose: str) -> dict[str, Any]:
     try:
         user = getpass.getuser()
@@ -208,19 +226,8 @@ class LocalStore:
             return None
         except OSError as exc:
             raise StateError(f"cannot read {self.state_file}: {exc.strerror or exc}") from exc
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise StateError(f"{self.state_file} is not valid JSON (line {exc.lineno}): "
-                             "restore it from history/ or the audit log") from exc
-        schema = data.get("schema", 0)
-        if schema > SCHEMA_VERSION:
-            raise StateError(f"{self.state_file} was written by a newer novactl "
-                             f"(schema {schema}, this one reads {SCHEMA_VERSION})")
-        try:
-            return RolloutState.from_dict(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"{self.state_file} does not hold a rollout state: {exc}") from exc
+        return parse_state(raw, str(self.state_file),
+                           "restore it from history/ or the audit log")
 
     def save(self, state: RolloutState) -> None:
         self._ensure()
