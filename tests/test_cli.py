@@ -333,3 +333,19 @@ def test_rollback_survives_a_foreign_exception_from_a_plugin(cli, tmp_path: Path
     assert "ConnectionResetError: peer reset" in err and "Traceback" not in err
     code, out, _ = cli("history", plan, "--action", "rollback.traffic_first", "-o", "json")
     assert "failed: ConnectionResetError" in out
+
+
+def test_dry_run_wraps_adapters_that_cannot_do_it_themselves(cli, tmp_path: Path) -> None:
+    plan = write_fake_plan(tmp_path)
+    code, out, err = cli("--dry-run", "run", plan)  # implies one pass
+    text = out + err
+    assert code == 0, text
+    assert "dry run: one pass; nothing is changed and no state is saved" in text
+    assert "dry run: FakeTrafficShifter(t" in text and "would send 10% of traffic" in text
+    assert "would deploy v2 as canary with 1 replicas" in text
+    assert "would route X-Canary-Debug: 1 to the canary" in text
+    # nothing reached the fake world, and no state was written
+    assert not (tmp_path / "world.json").exists()
+    assert not (tmp_path / ".novactl").exists()
+    code, out, err = cli("--dry-run", "rollback", "--reason", "x", plan)
+    assert code == 2 and "rollback has no --dry-run" in err
