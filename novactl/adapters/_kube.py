@@ -515,6 +515,7 @@ class KubeAdapter:
 
     Config: Any = KubeConfig
     supports_dry_run = True
+    Error: type[AdapterError] = AdapterError  # what a missing object raises
 
     def __init__(self, name: str, config: Any, context: AdapterContext | None = None) -> None:
         if isinstance(config, dict):
@@ -535,6 +536,17 @@ class KubeAdapter:
             if self._kube is None:
                 self._kube = connect(self.config, self.context, label=self.label)
             return self._kube
+
+    def missing(self, res: Resource, name: str) -> AdapterError:
+        return self.Error(f"{res.kind} {name} not found in namespace {self.kube.namespace}",
+                          adapter=self.label)
+
+    def require(self, res: Resource, name: str) -> dict[str, Any]:
+        """The object, or the adapter's error naming it when it does not exist."""
+        obj = self.kube.get(res, name)
+        if obj is None:
+            raise self.missing(res, name)
+        return obj
 
     def close(self) -> None:
         with self._connecting:

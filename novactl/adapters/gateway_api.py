@@ -52,6 +52,7 @@ def _is_ref(ref: Any, service: str) -> bool:
 
 class GatewayApiShifter(KubeAdapter):
     Config = GatewayApiConfig
+    Error = TrafficError
 
     @property
     def resource(self) -> Resource:
@@ -72,13 +73,6 @@ class GatewayApiShifter(KubeAdapter):
         return [r for r in rules if not self._is_header_rule(r, header) and
                 any(_is_ref(b, self.config.stable_service) for b in r.get("backendRefs") or [])]
 
-    def _route(self) -> dict[str, Any]:
-        obj = self.kube.get(self.resource, self.config.route)
-        if obj is None:
-            raise TrafficError(f"HTTPRoute {self.config.route} not found in namespace "
-                               f"{self.kube.namespace}", adapter=self.label)
-        return obj
-
     def _update(self, edit: Any, header: tuple[str, str] | None = None) -> None:
         """Apply ``edit(rules, recorded_header)``; with ``header``, record it as ours."""
 
@@ -96,7 +90,7 @@ class GatewayApiShifter(KubeAdapter):
             return out or None
 
         if self.kube.update(self.resource, self.config.route, change) is None:
-            self._route()  # raises: not found
+            raise self.missing(self.resource, self.config.route)
 
     # -- TrafficShifter
     def set_weight(self, weight: float) -> None:
@@ -144,7 +138,7 @@ class GatewayApiShifter(KubeAdapter):
                             f"service {self.config.stable_service}", adapter=self.label)
 
     def get_weight(self) -> float | None:
-        route = self._route()
+        route = self.require(self.resource, self.config.route)
         rules = ((route.get("spec") or {}).get("rules")) or []
         weighted = self._weighted(rules, _recorded(route))
         if not weighted:

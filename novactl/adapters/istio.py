@@ -66,6 +66,7 @@ class IstioConfig(KubeConfig):
 
 class IstioShifter(KubeAdapter):
     Config = IstioConfig
+    Error = TrafficError
 
     @property
     def resource(self) -> Resource:
@@ -75,13 +76,6 @@ class IstioShifter(KubeAdapter):
         return [r for r in routes if r.get("name") != HEADER_ROUTE and any(
             self.config.stable.matches((d or {}).get("destination")) for d in r.get("route") or [])]
 
-    def _vs(self) -> dict[str, Any]:
-        obj = self.kube.get(self.resource, self.config.virtual_service)
-        if obj is None:
-            raise TrafficError(f"VirtualService {self.config.virtual_service} not found in "
-                               f"namespace {self.kube.namespace}", adapter=self.label)
-        return obj
-
     def _update(self, edit: Any) -> None:
         def change(obj: dict[str, Any]) -> dict[str, Any] | None:
             routes = (obj.get("spec") or {}).get("http") or []
@@ -89,7 +83,7 @@ class IstioShifter(KubeAdapter):
             return None if new == routes else {"spec": {"http": new}}
 
         if self.kube.update(self.resource, self.config.virtual_service, change) is None:
-            self._vs()
+            raise self.missing(self.resource, self.config.virtual_service)
 
     def _no_route(self) -> TrafficError:
         stable = self.config.stable
@@ -130,7 +124,8 @@ class IstioShifter(KubeAdapter):
         self._update(edit)
 
     def get_weight(self) -> float | None:
-        weighted = self._weighted((self._vs().get("spec") or {}).get("http") or [])
+        vs = self.require(self.resource, self.config.virtual_service)
+        weighted = self._weighted((vs.get("spec") or {}).get("http") or [])
         if not weighted:
             raise self._no_route()
         shares = set()

@@ -39,17 +39,11 @@ class SmiConfig(KubeConfig):
 
 class SmiShifter(KubeAdapter):
     Config = SmiConfig
+    Error = TrafficError
 
     @property
     def resource(self) -> Resource:
         return Resource(self.config.api_version, "TrafficSplit", "trafficsplits")
-
-    def _split(self) -> dict[str, Any]:
-        obj = self.kube.get(self.resource, self.config.traffic_split)
-        if obj is None:
-            raise TrafficError(f"TrafficSplit {self.config.traffic_split} not found in "
-                               f"namespace {self.kube.namespace}", adapter=self.label)
-        return obj
 
     def set_weight(self, weight: float) -> None:
         cfg = self.config
@@ -78,10 +72,11 @@ class SmiShifter(KubeAdapter):
             return None if new == backends else {"spec": {"backends": new}}
 
         if self.kube.update(self.resource, cfg.traffic_split, change) is None:
-            self._split()
+            raise self.missing(self.resource, self.config.traffic_split)
 
     def get_weight(self) -> float | None:
-        backends = (self._split().get("spec") or {}).get("backends") or []
+        split = self.require(self.resource, self.config.traffic_split)
+        backends = (split.get("spec") or {}).get("backends") or []
         weights = {b.get("service"): _weight(b.get("weight")) for b in backends
                    if isinstance(b, dict)}
         if self.config.stable_service not in weights:
