@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 
 from novactl._errors import InputError, PlanError, PlanIssue
 from novactl.plan._expr import ExprError
-from novactl.plan._model import Plan, compile_checks, semantic_issues
+from novactl.plan._model import Plan, compile_checks
+from novactl.plan._semantic import semantic_issues
 from novactl.plan._yaml import PosDict, YamlProblem, load_yaml, locate
 
 __all__ = ["load_plan", "load_plan_text", "render_vars"]

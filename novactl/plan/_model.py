@@ -2,7 +2,7 @@
 
 A plan names every moving part once (probes, metrics, notification targets,
 signals) and references them by name from the stages.  Validation happens in
-two passes: pydantic checks shapes and types, then :func:`semantic_issues`
+two passes: pydantic checks shapes and types, then :func:`._semantic.semantic_issues`
 checks what only the whole plan can tell (weights going down, unknown metric
 names, a ``for`` window longer than its stage...).  Both report a path into
 the YAML so the loader can name file, line and column.
@@ -10,7 +10,6 @@ the YAML so the loader can name file, line and column.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,9 +29,7 @@ from pydantic import (
 from novactl._units import Dimension, format_duration, parse_duration
 from novactl.plan._expr import (
     Condition,
-    RefKind,
     Target,
-    ThresholdKind,
     parse_condition,
     parse_target,
 )
@@ -46,7 +43,6 @@ __all__ = [
     "MetricSpec",
     "Plan",
     "StageSpec",
-    "semantic_issues",
 ]
 
 API_VERSION = "novactl.dev/v1"
@@ -55,6 +51,7 @@ _NAME = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 # Variables a query may use that novactl fills in at observation time.
+DEFAULT_ALPHA = 0.01  # sequential checks: false-alarm bound over every look in a stage
 RUNTIME_VARS = frozenset({"version", "window", "window_seconds", "stage", "role", "service"})
 
 
@@ -76,6 +73,29 @@ Duration = Annotated[
             "examples": ["30s", "5m", "24h", "7d"],
         }
     ),
+]
+
+
+def _fraction(value: object) -> float:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            number = float(value.strip()[:-1]) / 100.0
+        except ValueError:
+            raise ValueError(f"expected a percentage such as '1%', got {value!r}") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise ValueError(f"expected a fraction (0.01) or a percentage ('1%'), got {value!r}")
+    if not 0.0 < number < 0.5:
+        raise ValueError(f"must be above 0 and below 50%, got {value!r}")
+    return number
+
+
+Fraction = Annotated[
+    float,
+    BeforeValidator(_fraction),
+    WithJsonSchema({"type": ["number", "string"], "description": "A fraction (0.01) or a "
+                    "percentage ('1%').", "examples": ["1%", 0.005]}),
 ]
 
 
@@ -181,6 +201,10 @@ class TrafficSpec(AdapterSpec):
         0.0, ge=0, le=100, description="Accepted |actual - desired| when reading a weight back."
     )
     verify: VerifySpec | None = None
+    expected_rps: float | None = Field(
+        None, gt=0, description="Requests per second the whole service receives (both "
+        "versions); `novactl validate` uses it to tell whether each check can reach its "
+        "min_samples at each stage's weight (`validate --rps` overrides it).")
 
 
 class WorkloadSpec(AdapterSpec):
@@ -221,6 +245,7 @@ class MetricKind(StrEnum):
     RATIO = "ratio"  # numerator / denominator; raw counts kept
     VALUE = "value"  # one number (a quantile, a gauge, a score)
     COUNT = "count"  # how many events happened in the window
+    HISTOGRAM = "histogram"  # cumulative bucket counts by upper bound (le); raw counts kept
 
 
 _UNIT_DIMENSION = {
@@ -257,6 +282,15 @@ class MetricSpec(Base):
     min_samples: int | None = Field(
         None, ge=0, description="Fewer samples than this (requests, events) is inconclusive."
     )
+    quantile: float | None = Field(
+        None, gt=0, lt=1, description="histogram metrics: the quantile that is the metric's "
+        "value (0.95 for a p95; default: the median).  A sequential check on a histogram "
+        "with a quantile compares that quantile; without one, the whole distribution.")
+    expected_rate: float | None = Field(
+        None, gt=0, description="Samples per second for the whole service (both versions), "
+        "for `novactl validate`'s sample-size forecast.  Default: spec.traffic.expected_rps "
+        "for ratio, histogram and sampled value metrics (their samples are requests); set it "
+        "for metrics whose samples are something else (database queries, migrations).")
     description: str = ""
 
     @property
@@ -274,10 +308,16 @@ class MetricSpec(Base):
         return _UNIT_SCALE[self.effective_unit]
 
     def queries(self) -> dict[str, str]:
-        """The query parts by role: value/samples, or numerator/denominator."""
+        """The query parts by role: value/samples, numerator/denominator, or buckets."""
         if isinstance(self.query, str):
-            return {"value": self.query}
+            return {"buckets" if self.kind is MetricKind.HISTOGRAM else "value": self.query}
         return dict(self.query)
+
+    @property
+    def has_samples(self) -> bool:
+        """Whether observations carry a sample size (requests behind the value)."""
+        return self.kind in (MetricKind.RATIO, MetricKind.HISTOGRAM) or (
+            self.kind is MetricKind.VALUE and "samples" in self.queries())
 
 
 # ---------------------------------------------------------------- checks
@@ -288,6 +328,9 @@ class CheckSpec(Base):
     name: str | None = Field(None, description="Short name shown in tables and the audit log.")
     target: str | None = Field(None, description="Goal shown beside the threshold: '< 0.05%'.")
     min_samples: int | None = Field(None, ge=0)
+    alpha: Fraction | None = Field(
+        None, description="sequential checks: the false-alarm bound over every look at the "
+        "check in a stage, as a fraction or a percentage (default 1%).")
     description: str = ""
 
     _target: Target | None = PrivateAttr(None)
@@ -405,6 +448,14 @@ class PromotionSpec(Base):
         "(default: the rollback window)."
     )
     approval: ApprovalSpec | None = None
+    criteria_window: Duration | None = Field(
+        None, description="After promotion the last stage's criteria are judged over this "
+        "window (default: its evaluation interval): a failure raises an alert, and inside "
+        "the rollback window a failing mandatory criterion does `on_criteria_failure`.")
+    on_criteria_failure: Literal["alert", "pause", "rollback"] = Field(
+        "pause", description="What a mandatory criterion failing after promotion does while "
+        "the rollback window is open: alert only, pause (retirement waits for a human "
+        "to roll back or resume), or roll back.  Later, and for desirable criteria, it alerts.")
 
     @property
     def monitor_for(self) -> float:
@@ -605,6 +656,7 @@ class Check:
     min_samples: int
     target: Target | None = None
     severity: str = ""
+    alpha: float = 0.01  # sequential checks: the false-alarm bound over all looks
     path: tuple[str | int, ...] = field(default=(), compare=False)
     # derived once (the core reads them every evaluation round)
     dimension: Dimension = field(init=False, compare=False)
@@ -699,254 +751,6 @@ def _compile(
         min_samples=min_samples,
         target=spec.parsed_target,
         severity=getattr(spec, "severity", "") or "",
+        alpha=spec.alpha if spec.alpha is not None else DEFAULT_ALPHA,
         path=path,
     )
-
-
-# ---------------------------------------------------------------- semantic checks
-
-Issue = tuple[tuple[str | int, ...], str]
-
-
-def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _known(choices: Any) -> str:
-    names = sorted(choices)
-    return ", ".join(names) if names else "none defined"
-
-
-def semantic_issues(plan: Plan) -> list[Issue]:
-    """What only the whole plan can tell.  Returns (yaml path, message) pairs."""
-    issues: list[Issue] = []
-    spec = plan.spec
-    stages = spec.stages
-    stage_names: dict[str, int] = {}
-
-    # stages: unique names, weights never going down, timing sanity
-    for i, stage in enumerate(stages):
-        base: tuple[str | int, ...] = ("spec", "stages", i)
-        if stage.name in stage_names:
-            issues.append(((*base, "name"), f"stage name {stage.name!r} is used twice"))
-        stage_names.setdefault(stage.name, i)
-        if i > 0 and stage.weight < stages[i - 1].weight:
-            issues.append((
-                (*base, "weight"),
-                f"weights must not go down: stage {stage.name!r} has {stage.weight:g}% "
-                f"after {stages[i - 1].name!r} at {stages[i - 1].weight:g}%",
-            ))
-        interval = plan.interval(stage)
-        if interval <= 0:
-            issues.append(((*base, "interval"), "the evaluation interval must be longer than zero"))
-        elif stage.duration.min and interval > stage.duration.longest:
-            issues.append((
-                (*base, "interval"),
-                f"the evaluation interval {format_duration(interval)} is longer than the "
-                f"stage ({stage.duration})",
-            ))
-        if stage.duration.max is not None and stage.sustain_for > stage.duration.max:
-            issues.append((
-                (*base, "sustain"),
-                f"sustain {format_duration(stage.sustain_for)} can never be met within the "
-                f"stage's maximum {format_duration(stage.duration.max)}",
-            ))
-        for j, target in enumerate(stage.notify):
-            if target not in spec.notifications.targets:
-                issues.append(((*base, "notify", j), _unknown_target(target, spec)))
-        for j, announcement in enumerate(stage.announce):
-            for k, target in enumerate(announcement.to):
-                if target not in spec.notifications.targets:
-                    issues.append(((*base, "announce", j, "to", k), _unknown_target(target, spec)))
-
-    # probes referenced by metrics, query shapes
-    for name, metric in spec.metrics.items():
-        base = ("spec", "metrics", name)
-        if metric.probe not in spec.probes:
-            issues.append((
-                (*base, "probe"),
-                f"unknown probe {metric.probe!r}{_suggest(metric.probe, spec.probes)} "
-                f"(known: {_known(spec.probes)})",
-            ))
-        parts = metric.queries()
-        if metric.kind is MetricKind.RATIO:
-            missing = {"numerator", "denominator"} - set(parts)
-            if isinstance(metric.query, str) or missing:
-                issues.append((
-                    (*base, "query"),
-                    "a ratio metric needs query: {numerator: ..., denominator: ...}",
-                ))
-        else:
-            allowed = {"value", "samples"}
-            extra = set(parts) - allowed
-            if extra or "value" not in parts:
-                issues.append((
-                    (*base, "query"),
-                    f"a {metric.kind.value} metric needs a query string or {{value: ..., "
-                    f"samples: ...}}" + (f"; unexpected {sorted(extra)}" if extra else ""),
-                ))
-        for part, text in parts.items():
-            for var in _VAR.findall(text):
-                if var not in RUNTIME_VARS and var not in spec.variables:
-                    issues.append((
-                        (*base, "query") if isinstance(metric.query, str)
-                        else (*base, "query", part),
-                        f"unknown variable {{{{{var}}}}} (runtime: "
-                        f"{', '.join(sorted(RUNTIME_VARS))}; plan: {_known(spec.variables)})",
-                    ))
-            if metric.scope == "global" and "{{version}}" in text.replace(" ", ""):
-                issues.append((
-                    (*base, "scope"),
-                    "a global metric cannot use {{version}}; set scope: version",
-                ))
-
-    for name in spec.baseline.values:
-        if name not in spec.metrics:
-            issues.append((
-                ("spec", "baseline", "values", name),
-                f"unknown metric {name!r}{_suggest(name, spec.metrics)}",
-            ))
-
-    # every check
-    for index, role, check_spec, path in iter_check_specs(plan):
-        issues.extend(_check_issues(plan, index, role, check_spec, path, stage_names))
-
-    # approvals
-    for i, stage in enumerate(stages):
-        if stage.approval and spec.approvers:
-            for j, role_name in enumerate(stage.approval.roles):
-                if role_name not in spec.approvers:
-                    issues.append((
-                        ("spec", "stages", i, "approval", "roles", j),
-                        f"role {role_name!r} has no approvers under spec.approvers"
-                        f"{_suggest(role_name, spec.approvers)}",
-                    ))
-
-    promotion = spec.promotion
-    if promotion.monitor is not None and promotion.monitor < max(promotion.rollback_window,
-                                                                 promotion.retire_after):
-        issues.append((
-            ("spec", "promotion", "monitor"),
-            "monitoring must last at least as long as the rollback window and the grace period",
-        ))
-
-    # notifications
-    for i, route in enumerate(spec.notifications.routes):
-        for j, target in enumerate(route.to):
-            if target not in spec.notifications.targets:
-                issues.append((("spec", "notifications", "routes", i, "to", j),
-                               _unknown_target(target, spec)))
-    for i, summary in enumerate(spec.notifications.summaries):
-        for j, target in enumerate(summary.to):
-            if target not in spec.notifications.targets:
-                issues.append((("spec", "notifications", "summaries", i, "to", j),
-                               _unknown_target(target, spec)))
-
-    for section in ("technical", "business"):
-        for i, item in enumerate(getattr(spec.report, section)):
-            if item.metric not in spec.metrics:
-                issues.append((("spec", "report", section, i, "metric"),
-                               f"unknown metric {item.metric!r}"
-                               f"{_suggest(item.metric, spec.metrics)}"))
-
-    for name in spec.signals:
-        if not re.match(_NAME, name):
-            issues.append((("spec", "signals", name),
-                           f"signal name {name!r} must be lower-case letters, digits and -"))
-    return issues
-
-
-def _unknown_target(target: str, spec: Spec) -> str:
-    targets = spec.notifications.targets
-    return (f"unknown notification target {target!r}{_suggest(target, targets)} "
-            f"(known: {_known(targets)})")
-
-
-def _check_issues(
-    plan: Plan,
-    index: int | None,
-    role: CheckRole,
-    check_spec: CheckSpec,
-    path: tuple[str | int, ...],
-    stage_names: dict[str, int],
-) -> list[Issue]:
-    spec = plan.spec
-    cond = check_spec.check
-    at = (*path, "check") if not isinstance(check_spec, str) else path
-    issues: list[Issue] = []
-    metric = spec.metrics.get(cond.metric)
-    if metric is None:
-        return [(
-            at,
-            f"unknown metric {cond.metric!r}{_suggest(cond.metric, spec.metrics)} "
-            f"(known: {_known(spec.metrics)})",
-        )]
-    threshold = cond.threshold
-    if threshold.kind is ThresholdKind.ABSOLUTE:
-        dim = threshold.dimension
-        if dim is not None and dim is not metric.dimension:
-            issues.append((
-                at,
-                f"{cond.metric} measures a {metric.dimension} but the threshold is a {dim}",
-            ))
-        if dim is None and metric.dimension is Dimension.TIME:
-            issues.append((at, f"{cond.metric} is a time: give the threshold a unit (ms, s)"))
-    ref = threshold.reference
-    if (cond.subject == "stable" or (ref and ref.kind is RefKind.STABLE)) and (
-        metric.scope == "global"
-    ):
-        issues.append((at, f"{cond.metric} is a global metric: it has no per-version value"))
-    if ref is not None and ref.kind is RefKind.STABLE and cond.subject == "stable":
-        issues.append((at, "comparing the stable version with itself"))
-    if ref is not None and ref.kind is RefKind.STAGE:
-        target_index = stage_names.get(ref.stage or "")
-        if target_index is None:
-            issues.append((at, f"unknown stage {ref.stage!r}"
-                               f"{_suggest(ref.stage or '', stage_names)}"))
-        elif index is None or target_index >= index:
-            issues.append((at, f"stage {ref.stage!r} does not come before this stage"))
-        if metric.kind is MetricKind.COUNT:
-            issues.append((at, "a count metric cannot be compared with a stage; use a ratio"))
-    if cond.sequential:
-        if metric.kind is not MetricKind.RATIO:
-            issues.append((at, "'sequential' tests error counts: it needs a ratio metric"))
-        if ref is None or ref.kind is not RefKind.STABLE or cond.subject != "canary":
-            issues.append((at, "'sequential' compares the canary with the stable: write e.g. "
-                               "'error_rate > +50% stable sequential'"))
-        if cond.op in ("==", "!="):
-            issues.append((at, "'sequential' needs <, <=, > or >="))
-        factor = (threshold.value if threshold.kind is ThresholdKind.FACTOR
-                  else 1.0 + threshold.value)
-        if factor <= 0:
-            issues.append((at, "'sequential' compares error rates: the multiple of the "
-                               "stable's must be above 0"))
-        probe = spec.probes.get(metric.probe)
-        if probe is not None and probe.type == "scrape":
-            issues.append((at, "'sequential' measures the whole stage: the scrape probe keeps "
-                               "only a thinned history and cannot answer that window; use a "
-                               "prometheus probe"))
-        if cond.for_ is not None or cond.over is not None:
-            issues.append((at, "'sequential' accumulates the whole stage already: drop "
-                               "'for' and 'over'"))
-    if cond.for_ is not None and not role.is_trigger:
-        issues.append((
-            at,
-            "'for' belongs to triggers and alerts; criteria are held for the stage's 'sustain'",
-        ))
-    if cond.for_ is not None:
-        stages = plan.spec.stages if index is None else [plan.spec.stages[index]]
-        for stage in stages:
-            if stage.duration.longest and cond.for_ > stage.duration.longest:
-                issues.append((
-                    at,
-                    f"'for {format_duration(cond.for_)}' is longer than stage {stage.name!r} "
-                    f"({stage.duration}); it could never fire",
-                ))
-                break
-    target = check_spec.parsed_target
-    if target is not None and target.dimension not in (None, metric.dimension):
-        issues.append(((*path, "target"),
-                       f"{cond.metric} measures a {metric.dimension} but the target is a "
-                       f"{target.dimension}"))
-    return issues
