@@ -16,6 +16,7 @@ Every action an adapter performs is idempotent by intent ("weight = 10",
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import threading
@@ -254,6 +255,7 @@ class Executor:
             window=request.window,
             at=self.clock.now(),
             scale=metric.scale,
+            quantile=metric.quantile,
         )
 
     def observe(self, requests: Iterable[ObsRequest], stage: str | None) -> list[Observation]:
@@ -274,9 +276,8 @@ class Executor:
             if (obs.metric, obs.version, round(obs.window)) != (
                     request.metric, request.version, round(request.window)):
                 # a probe must answer the question asked; keep the key consistent
-                obs = Observation(request.metric, request.version, obs.status, obs.value,
-                                  obs.events, obs.trials, obs.samples, request.window, obs.at,
-                                  obs.reason, obs.source)
+                obs = dataclasses.replace(obs, metric=request.metric,
+                                          version=request.version, window=request.window)
             return obs
 
         if self.parallel > 1 and len(requests) > 1:

@@ -68,10 +68,35 @@ def plan():
 
 @dataclass
 class World:
-    """What the outside world answers; tests change it between steps."""
+    """What the outside world answers; tests change it between steps.
+
+    The error rate is a timeline: a change made between two steps holds from the time of
+    the earlier one, and a window's error rate is the time-weighted mean over it (1,000
+    requests a minute), as Prometheus' increase() over a window would count it."""
 
     error_rate: float | None = 0.0002  # None: the probe returns no data
     probe_down: bool = False
+    now: float = T0  # the driver's clock as of its last step
+    timeline: list[tuple[float, float | None]] = field(default_factory=list)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "error_rate" and "timeline" in self.__dict__:
+            self.timeline.append((self.now, value))  # type: ignore[arg-type]
+        super().__setattr__(name, value)
+
+    def __post_init__(self) -> None:
+        self.timeline.append((-float("inf"), self.error_rate))
+
+    def mean_error_rate(self, start: float, end: float) -> float | None:
+        points = self.timeline
+        total = weight = 0.0
+        for i, (since, rate) in enumerate(points):
+            until = points[i + 1][0] if i + 1 < len(points) else float("inf")
+            overlap = min(end, until) - max(start, since)
+            if overlap > 0 and rate is not None:
+                total += rate * overlap
+                weight += overlap
+        return total / weight if weight > 0 else None
     complaints: float = 0.0
     weight: float = 0.0
     stuck_weight: float | None = None
@@ -101,12 +126,13 @@ class World:
         if request.metric == "complaints":
             return Observation(request.metric, None, ObsStatus.OK, value=self.complaints,
                                 window=request.window, at=now)
-        if self.error_rate is None:
+        rate = self.mean_error_rate(now - request.window, now)
+        if self.error_rate is None or rate is None:
             return Observation.no_data(request.metric, request.version, request.window, now,
                                        "no values found")
-        trials = 1000.0
+        trials = 1000.0 * request.window / 60
         return Observation(request.metric, request.version, ObsStatus.OK,
-                           value=self.error_rate, events=self.error_rate * trials, trials=trials,
+                           value=rate, events=rate * trials, trials=trials,
                            window=request.window, at=now)
 
 
@@ -130,6 +156,7 @@ class Driver:
             self.events += decision.events
             if decision.action is None:
                 self.wait = decision.wait
+                self.world.now = self.now  # changes made from here on hold from now
                 return decision.wait
             outcome = self.world.outcome(decision.action, self.now)
             applied = machine.apply(self.plan, self.state, decision.action, outcome, self.now)
@@ -209,47 +236,62 @@ def test_no_go_pauses(plan) -> None:
     assert d.state.paused is not None and d.state.paused.kind == "no-go"
 
 
-def test_rollback_trigger_respects_its_for_window(plan) -> None:
+def test_a_for_window_pools_the_requests_of_the_whole_window(plan) -> None:
     d = Driver(plan)
-    d.step()
+    d.step()  # baking from T0, 0.02% errors before
     d.world.error_rate = 0.02
-    d.now += 60
-    d.step()  # first round: 1m of evidence, needs 5m
-    assert d.state.phase is Phase.STAGE
-    ts = d.state.triggers["rollback:error-rate-threshold"]
-    assert ts.pending_since == T0 and not ts.firing
-    for _ in range(3):
-        d.now += 60
+    for minutes in (1, 2):  # 5m pooled: 0.42%, then 0.81%: not above 1% yet
+        d.now = T0 + 60 * minutes
         d.step()
-    assert d.state.phase is Phase.STAGE
-    d.now += 60
-    d.step()  # 5 minutes of evidence
+        assert d.state.phase is Phase.STAGE
+        assert d.state.triggers["rollback:error-rate-threshold"].pending_since is None
+    d.now = T0 + 180  # 1.21% over the last 5 minutes
+    d.step()
     assert d.state.phase is Phase.ROLLED_BACK
-    assert "error-rate-threshold" in d.state.rollback.reason
+    reason = d.state.rollback.reason
+    assert "error-rate-threshold: 1.21% > 1% over 5m, n=5,000" in reason
+    assert "held since 2025-12-31T23:58:00Z (5m)" in reason
     assert [a.describe() for a in d.world.log[-3:]] == [
         "set canary weight 0%", "verify canary weight 0%", "scale canary to 0"]
     assert d.world.weight == 0.0
     assert "alert.critical" in d.names()
 
 
-def test_a_gap_in_data_neither_fires_nor_clears_a_pending_trigger(plan) -> None:
+def test_a_short_burst_does_not_lift_a_pooled_for_window(plan) -> None:
+    d = Driver(plan)
+    d.step()
+    d.now = T0 + 240
+    d.step()
+    d.world.error_rate = 0.02  # one bad minute in five: 0.42% over the window
+    d.now = T0 + 300
+    d.step()
+    d.world.error_rate = 0.0002
+    d.run_until(lambda d: d.now >= T0 + 900, limit=1200)
+    assert d.state.phase is Phase.STAGE
+    assert "alert.critical" in d.names()  # the 1-minute alert did see it
+
+
+def test_a_probe_outage_neither_fires_nor_clears_and_loses_no_errors(plan) -> None:
     d = Driver(plan)
     d.step()
     d.world.error_rate = 0.02
     d.now += 60
     d.step()
-    since = d.state.triggers["rollback:error-rate-threshold"].pending_since
+    alert = d.state.triggers["alert:errors high"]
+    assert alert.firing and d.state.phase is Phase.STAGE
     d.world.probe_down = True
     for _ in range(6):
         d.now += 60
         d.step()
-    ts = d.state.triggers["rollback:error-rate-threshold"]
-    assert d.state.phase is Phase.STAGE and ts.pending_since == since and not ts.firing
+    assert d.state.phase is Phase.STAGE
+    assert d.state.triggers["alert:errors high"].firing
+    assert "alert.resolved" not in d.names()
+    assert set(d.state.undecided) >= {"alert:errors high", "rollback:error-rate-threshold"}
     d.world.probe_down = False
-    d.world.error_rate = 0.0001
     d.now += 60
-    d.step()
-    assert d.state.triggers["rollback:error-rate-threshold"].pending_since is None
+    d.step()  # the next window reaches back over the outage: its errors count
+    assert d.state.phase is Phase.ROLLED_BACK
+    assert "over 11m" in d.state.rollback.reason
 
 
 def test_probe_outage_never_advances(plan) -> None:

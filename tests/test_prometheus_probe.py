@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -264,3 +265,45 @@ def test_token_and_password_can_come_from_files(tmp_path) -> None:
     with pytest.raises(AdapterError) as info:
         missing.instant("1")
     assert "cannot read secret file" in str(info.value) and "tok-from-file" not in str(info.value)
+
+
+def buckets_vector(*pairs: tuple[str, str]) -> dict[str, Any]:
+    return {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"le": le}, "value": [1767225600.0, v]} for le, v in pairs]}}
+
+
+def test_histogram_buckets_by_le(mock: respx.MockRouter, clock: FakeClock) -> None:
+    mock.get(QUERY_URL).respond(json=buckets_vector(
+        ("0.1", "50"), ("0.25", "79.5"), ("0.5", "95"), ("+Inf", "100")))
+    probe = make_probe(clock)
+    obs = probe.observe(ProbeQuery(metric="m", kind="histogram",
+                                   parts={"buckets": "sum by (le) (increase(x_bucket[5m]))"},
+                                   version="v2", role="canary", window=300, at=clock.now(),
+                                   quantile=0.9, scale=0.001))  # a histogram in ms
+    assert obs.status is ObsStatus.OK and obs.samples == 100
+    assert obs.buckets == ((0.0001, 50), (0.00025, 79.5), (0.0005, 95), (math.inf, 100))
+    assert obs.value == pytest.approx(0.00025 + 0.00025 * (90 - 79.5) / (95 - 79.5))
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    (vector("3"), "one series per bucket, labelled le"),
+    (buckets_vector(("0.1", "5"), ("0.1", "6"), ("+Inf", "7")), "several series for le=0.1"),
+    (buckets_vector(("0.1", "5"), ("0.2", "7")), 'no le="+Inf" bucket'),
+    ({"status": "success", "data": {"resultType": "scalar", "result": [0, "1"]}},
+     "instant vector by le"),
+])
+def test_histogram_answers_that_are_not_buckets(mock: respx.MockRouter, clock: FakeClock,
+                                                answer: dict[str, Any], message: str) -> None:
+    mock.get(QUERY_URL).respond(json=answer)
+    obs = make_probe(clock).observe(ProbeQuery(metric="m", kind="histogram",
+                                               parts={"buckets": "x"}, version="v2",
+                                               role="canary", window=300, at=clock.now()))
+    assert obs.status is ObsStatus.ERROR and message in obs.reason
+
+
+def test_empty_histogram_window_is_no_data(mock: respx.MockRouter, clock: FakeClock) -> None:
+    mock.get(QUERY_URL).respond(json=buckets_vector(("0.1", "0"), ("+Inf", "0")))
+    obs = make_probe(clock).observe(ProbeQuery(metric="m", kind="histogram",
+                                               parts={"buckets": "x"}, version="v2",
+                                               role="canary", window=300, at=clock.now()))
+    assert obs.status is ObsStatus.NO_DATA

@@ -459,3 +459,26 @@ def test_prune_is_bounded_and_keeps_long_windows_answerable() -> None:
     assert min(abs(age - 3600) for age in ages) <= 0.05 * 3600
     assert prune([Snapshot(now - MAX_AGE - 1, {}, {})], now) == []
     assert prune([Snapshot(now + 10, {}, {})], now) == []  # from the future: clock went back
+
+
+def test_histogram_metric_answers_its_buckets(server: MetricsServer, clock: FakeClock) -> None:
+    probe = make_probe([server.url], clock)
+    server.body = histogram({"a": [10, 20, 30, 40, 40], "b": [5, 5, 5, 5, 5]})
+    first = probe.observe(ProbeQuery(metric="m", kind="histogram",
+                                     parts={"buckets": "latency_seconds"}, version="v2",
+                                     role="canary", window=300, at=clock.now(), quantile=0.9))
+    assert first.status is ObsStatus.NO_DATA
+    clock.advance(300)
+    server.body = histogram({"a": [40, 70, 90, 104, 104], "b": [25, 35, 40, 41, 41]})
+    for query in ("latency_seconds", "increase(latency_seconds_bucket[300s])"):
+        obs = probe.observe(ProbeQuery(metric="m", kind="histogram", parts={"buckets": query},
+                                       version="v2", role="canary", window=300,
+                                       at=clock.now(), quantile=0.9))
+        assert obs.status is ObsStatus.OK and obs.samples == 100
+        assert obs.buckets == ((0.1, 50), (0.25, 80), (0.5, 95), (1.0, 100), (math.inf, 100))
+        assert obs.value == pytest.approx(0.25 + (0.5 - 0.25) * (90 - 80) / (95 - 80))
+    bad = probe.observe(ProbeQuery(metric="m", kind="histogram",
+                                   parts={"buckets": "histogram_quantile(0.5, latency_seconds)"},
+                                   version="v2", role="canary", window=300, at=clock.now()))
+    assert bad.status is ObsStatus.ERROR and "names the histogram" in bad.reason
+    probe.close()

@@ -15,7 +15,7 @@ from novactl.store import MemoryStore
 
 
 def test_live_view_shows_stage_weight_checks_and_events(tmp_path) -> None:
-    plan = load_plan(write_fake_plan(tmp_path, error_rate=0.2, hold="2s"))
+    plan = load_plan(write_fake_plan(tmp_path, error_rate=0.2, hold="2s over 1s"))
     clock = FakeClock()
     view = RunView(plan, clock)
     runner = Runner(plan, MemoryStore(), AdapterSet(plan, context_for(plan, clock=clock)),

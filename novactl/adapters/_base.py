@@ -25,6 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from novactl._clock import Clock, SystemClock
 from novactl._errors import AdapterError, NoDataError, ProbeError
 from novactl._units import parse_duration
+from novactl.core import histogram
 from novactl.core.observations import Observation, ObsStatus, ProbeQuery
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Secret",
     "TrafficShifter",
     "Workload",
+    "histogram_observation",
 ]
 
 
@@ -203,14 +205,25 @@ class BaseProbe(Adapter):
     and turns every failure into an observation marked no-data or error.
     """
 
+    #: Whether :meth:`fetch_buckets` is implemented (histogram metrics); validate checks it.
+    histograms: ClassVar[bool] = False
+
     def fetch(self, query: str, request: ProbeQuery) -> float:
         """Run one query; return a finite number or raise NoDataError/ProbeError."""
         raise NotImplementedError
+
+    def fetch_buckets(self, query: str, request: ProbeQuery) -> list[tuple[float, float]]:
+        """Run a histogram query: cumulative ``(upper bound, count)`` pairs over the window,
+        ``+Inf`` among them; or raise NoDataError/ProbeError."""
+        raise ProbeError(f"the {type(self).__name__} cannot answer histogram metrics",
+                         adapter=self.label)
 
     def observe(self, query: ProbeQuery) -> Observation:
         metric, version, window, at = query.metric, query.version, query.window, query.at
         source = f"{type(self).__name__}({self.name})"
         try:
+            if query.kind == "histogram":
+                return self._histogram(query, source)
             raw = {part: self._finite(self.fetch(text, query), part) for part, text in
                    query.parts.items()}
         except NoDataError as exc:
@@ -240,11 +253,39 @@ class BaseProbe(Adapter):
         return Observation(metric, version, ObsStatus.OK, value=value, samples=samples,
                            window=window, at=at, source=source)
 
+    def _histogram(self, query: ProbeQuery, source: str) -> Observation:
+        pairs = self.fetch_buckets(query.parts["buckets"], query)
+        return histogram_observation(query, pairs, source)
+
     @staticmethod
     def _finite(value: float, part: str) -> float:
         if value is None or math.isnan(value) or math.isinf(value):
             raise NoDataError(f"{part}: query returned {value!r}")
         return float(value)
+
+
+def histogram_observation(query: ProbeQuery, pairs: list[tuple[float, float]], source: str
+                          ) -> Observation:
+    """An observation from a histogram's bucket counts: bounds scaled to canonical units,
+    the value its quantile (the median by default), the samples its ``+Inf`` count."""
+    metric, version, window, at = query.metric, query.version, query.window, query.at
+    if any(not math.isfinite(count) or count < 0 for _, count in pairs):
+        return Observation.no_data(metric, version, window, at,
+                                   "bucket counts are not finite numbers", source)
+    buckets = histogram.normalise((bound * query.scale, count) for bound, count in pairs)
+    if not buckets or not math.isinf(buckets[-1][0]):
+        return Observation.error(metric, version, window, at,
+                                 'the histogram has no le="+Inf" bucket', source)
+    if len(buckets) < 2:
+        return Observation.error(metric, version, window, at,
+                                 "the histogram needs at least two buckets", source)
+    samples = histogram.total(buckets)
+    if samples <= 0:
+        return Observation.no_data(metric, version, window, at,
+                                   "no observations in the window", source)
+    value = histogram.quantile(query.quantile if query.quantile is not None else 0.5, buckets)
+    return Observation(metric, version, ObsStatus.OK, value=value, samples=samples,
+                       window=window, at=at, source=source, buckets=buckets)
 
 
 # ---------------------------------------------------------------- notifications

@@ -21,6 +21,7 @@ to script what the metrics show over (fake) time.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from novactl.adapters._base import (
     Duration,
     Message,
     Readiness,
+    histogram_observation,
 )
 from novactl.core.observations import Observation, ObsStatus, ProbeQuery
 
@@ -289,7 +291,10 @@ class FakeProbe(BaseProbe):
 
     ``values`` maps a metric to a number or to ``{canary: n, stable: n}``
     (``default`` for the rest); ratio metrics are given as the ratio and turned
-    into counts using ``rate`` requests per second of window.
+    into counts using ``rate`` requests per second of window; histogram metrics
+    as their value (every observation at it).  A script may also return
+    ``(events, trials)`` for a ratio, ``[(le, cumulative count), ...]`` for a
+    histogram, or an :class:`Observation`.
     """
 
     class Config(AdapterConfig):
@@ -297,6 +302,8 @@ class FakeProbe(BaseProbe):
         rate: float = Field(10.0, ge=0, description="Requests/s behind ratio metrics.")
         errors: list[str] = Field(default_factory=list, description="Metrics whose query fails.")
         no_data: list[str] = Field(default_factory=list, description="Metrics with no data.")
+
+    histograms = True
 
     def __init__(self, name: str, config: Any = None, context: AdapterContext | None = None,
                  *, script: Callable[[ProbeQuery], Any] | None = None) -> None:
@@ -345,6 +352,8 @@ class FakeProbe(BaseProbe):
         if result is None:
             return Observation.no_data(query.metric, query.version, query.window, query.at,
                                        "no values found", source)
+        if isinstance(result, list):  # [(upper bound, cumulative count), ...] for histograms
+            return histogram_observation(query, result, source)
         if isinstance(result, tuple):  # (events, trials) for ratios
             events, trials = result
             if trials <= 0:
@@ -356,6 +365,10 @@ class FakeProbe(BaseProbe):
         return self._build(query, float(result), source)
 
     def _build(self, query: ProbeQuery, value: float, source: str) -> Observation:
+        if query.kind == "histogram":  # every observation at the value: its quantile is it
+            count = round(self.config.rate * query.window)
+            return histogram_observation(
+                query, [(value * (1 - 1e-9), 0.0), (value, count), (math.inf, count)], source)
         if query.kind == "ratio":
             trials = round(self.config.rate * query.window)
             if trials <= 0:

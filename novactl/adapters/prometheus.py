@@ -278,6 +278,44 @@ class PrometheusProbe(HttpProbe):
         return self.range_query(parsed.expr, start=at - max(0.0, request.window), end=at,
                                 step=spec.step_for(request.window), reduce=spec.reduce)
 
+    histograms = True
+
+    def fetch_buckets(self, query: str, request: ProbeQuery) -> list[tuple[float, float]]:
+        """An instant query answering one series per bucket, labelled ``le``."""
+        try:
+            parsed = parse_query(query)
+        except ValueError as exc:
+            raise ProbeError(one_line(exc, 300), adapter=self.label) from exc
+        shown = one_line(parsed.expr, 160)
+        if parsed.range is not None:
+            raise ProbeError(f"a histogram query is an instant query; drop range(...): {shown}",
+                             adapter=self.label)
+        params = {"query": parsed.expr}
+        if request.at > 0:
+            params["time"] = f"{request.at:.3f}"
+        payload = self._payload(self.get(self.endpoint, params, subject=self._subject))
+        result_type, result = self._result(payload)
+        if result_type != "vector" or not isinstance(result, list):
+            raise ProbeError(f"a histogram query must return an instant vector by le, got "
+                             f"{result_type!r}: {shown}", adapter=self.label)
+        if not result:
+            raise NoDataError(f"no values found for {shown}")
+        pairs: dict[float, float] = {}
+        for series in result:
+            try:
+                labels, raw = series.get("metric", {}), series["value"][1]
+                bound = parse_value(str(labels["le"]))
+                count = parse_value(str(raw))
+            except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+                raise ProbeError(f"a histogram query must return one series per bucket, "
+                                 f"labelled le: aggregate with sum by (le) (...): {shown}",
+                                 adapter=self.label) from exc
+            if bound in pairs:
+                raise ProbeError(f"several series for le={labels['le']}: aggregate with "
+                                 f"sum by (le) (...): {shown}", adapter=self.label)
+            pairs[bound] = count
+        return list(pairs.items())
+
     def instant(self, query: str, at: float | None = None) -> float:
         """Evaluate ``query`` at ``at`` (epoch seconds; None: the server's now).
 

@@ -43,6 +43,11 @@ renders ``{{window}}`` as e.g. ``300s``, so ``rate(x[{{window}}])`` works too).
   ``+Inf`` bucket is the highest finite bound, the lowest bucket starts at 0
   (or is its own bound when that is ≤ 0).
 
+A ``kind: histogram`` metric's query is the histogram itself —
+``http_request_duration_seconds{version="{{version}}"}`` (or its ``_bucket``
+series, optionally in ``increase(...[range])``): every bucket's increase
+over the window, summed by ``le``.
+
 Increases are reset-aware like Prometheus: a counter that drops was reset and
 counts again from 0.  A series that appears within the window (a first 5xx
 response, say) counts from 0 as well, so the first errors are not lost.
@@ -103,6 +108,7 @@ from novactl.adapters._promtext import (
     parse_selector_at,
     parse_value,
 )
+from novactl.core.histogram import quantile as bucket_quantile
 from novactl.core.observations import ProbeQuery
 
 __all__ = ["ScrapeProbe", "ScrapeQuery", "Snapshot", "bucket_quantile", "parse_query"]
@@ -212,52 +218,6 @@ def _range(text: str, pos: int) -> tuple[float | None, int]:
 
 
 # --------------------------------------------------------------------------- quantiles
-
-
-def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
-    """φ-quantile from cumulative ``(upper bound, count)`` buckets, as Prometheus computes it.
-
-    Returns NaN when there are no observations or fewer than two buckets, or
-    when the highest bucket is not ``+Inf``.
-    """
-    if math.isnan(q):
-        return math.nan
-    if q < 0:
-        return -math.inf
-    if q > 1:
-        return math.inf
-    ordered = sorted(buckets)
-    if not ordered or not math.isinf(ordered[-1][0]):
-        return math.nan
-    coalesced: list[list[float]] = []
-    for bound, count in ordered:  # identical bounds: add their counts
-        if coalesced and coalesced[-1][0] == bound:
-            coalesced[-1][1] += count
-        else:
-            coalesced.append([bound, count])
-    peak = -math.inf
-    for bucket in coalesced:  # cumulative counts never go down
-        peak = max(peak, bucket[1])
-        bucket[1] = peak
-    if len(coalesced) < 2:
-        return math.nan
-    observations = coalesced[-1][1]
-    if observations == 0 or math.isnan(observations):
-        return math.nan
-    rank = q * observations
-    b = next((i for i in range(len(coalesced) - 1) if coalesced[i][1] >= rank),
-             len(coalesced) - 1)
-    if b == len(coalesced) - 1:
-        return coalesced[-2][0]
-    if b == 0 and coalesced[0][0] <= 0:
-        return coalesced[0][0]
-    start = 0.0
-    end, count = coalesced[b]
-    if b > 0:
-        start = coalesced[b - 1][0]
-        count -= coalesced[b - 1][1]
-        rank -= coalesced[b - 1][1]
-    return start + (end - start) * (rank / count)
 
 
 # --------------------------------------------------------------------------- history
@@ -533,9 +493,39 @@ class ScrapeProbe(BaseProbe):
     def _quantile(self, query: ScrapeQuery, current: Snapshot, history: list[Snapshot],
                   window: float) -> float:
         assert query.selector.name is not None and query.quantile is not None
+        by_bound = self._bucket_increases(query.selector, current, history, window)
         family = query.selector.name.removesuffix("_bucket")
+        value = bucket_quantile(query.quantile, list(by_bound.items()))
+        if math.isnan(value):
+            raise NoDataError(f"no observations of {family} in the last {window:g}s")
+        return value
+
+    histograms = True
+
+    def fetch_buckets(self, query: str, request: ProbeQuery) -> list[tuple[float, float]]:
+        """``histogram{labels}`` or ``increase(histogram_bucket{labels}[range])``: each
+        bucket's increase over the window, summed by ``le`` across the matching series."""
+        try:
+            parsed = parse_query(query.strip())
+        except ValueError as exc:
+            raise ProbeError(one_line(exc, 300), adapter=self.label) from exc
+        if parsed.function not in ("value", "increase") or parsed.selector.name is None:
+            raise ProbeError("a histogram query names the histogram, e.g. "
+                             "http_request_duration_seconds{version=\"v1\"}, optionally in "
+                             "increase(...[range])", adapter=self.label)
+        window = parsed.range if parsed.range is not None else float(request.window)
+        current = self.scrape(since=request.at)
+        with self._lock:
+            history = list(self._history)
+        return list(self._bucket_increases(parsed.selector, current, history,
+                                           window).items())
+
+    def _bucket_increases(self, named: Selector, current: Snapshot, history: list[Snapshot],
+                          window: float) -> dict[float, float]:
+        assert named.name is not None
+        family = named.name.removesuffix("_bucket")
         selector = Selector(f"{family}_bucket",
-                            tuple(m for m in query.selector.matchers if m.label != "le"))
+                            tuple(m for m in named.matchers if m.label != "le"))
         matched = [key for key in current.series
                    if selector.matches(key[1], dict(key[2]))]
         if not matched:
@@ -558,10 +548,7 @@ class ScrapeProbe(BaseProbe):
                              adapter=self.label)
         if by_bound[math.inf] <= 0:
             raise NoDataError(f"no observations of {family} in the last {window:g}s")
-        value = bucket_quantile(query.quantile, list(by_bound.items()))
-        if math.isnan(value):
-            raise NoDataError(f"no observations of {family} in the last {window:g}s")
-        return value
+        return by_bound
 
     def close(self) -> None:
         with self._lock:

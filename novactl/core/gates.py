@@ -11,21 +11,21 @@ condition describes trouble, so FAIL means it holds (the trigger is firing).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from novactl._units import Dimension, format_duration, format_value
 from novactl.core.observations import Observation, ObsKey, ObsStatus
-from novactl.core.state import RefValue
+from novactl.core.state import Paired, RefValue
 from novactl.plan._expr import RefKind, ThresholdKind
 from novactl.plan._model import Check, CheckRole, MetricKind
 
-__all__ = ["CheckResult", "References", "Verdict", "evaluate", "explain", "window_for"]
+__all__ = ["CheckResult", "References", "ResultFn", "Verdict", "evaluate", "explain",
+           "subject_version", "window_for"]
 
 
 class Verdict(StrEnum):
@@ -73,6 +73,8 @@ class CheckResult:
     dimension: Dimension = Dimension.NUMBER
     relative: str = ""  # the relative threshold as written ("2x baseline")
     note: str = ""  # how a decided check decided, when a value alone does not say it
+    ref_sample_size: float | None = None  # the stable's, for checks comparing with it
+    short: bool = False  # undecided for lack of data in this window: a longer one may decide
 
     @functools.cached_property
     def reason(self) -> str:
@@ -87,7 +89,8 @@ class CheckResult:
             out["note"] = self.note
         if self.holds is not None:
             out["holds"] = self.holds
-        for name in ("value", "threshold", "reference", "sample_size", "target_met"):
+        for name in ("value", "threshold", "reference", "sample_size", "ref_sample_size",
+                     "target_met"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value if not isinstance(value, float) or math.isfinite(value) \
@@ -110,6 +113,7 @@ class CheckResult:
             "threshold": clean(self.threshold),
             "reference": clean(self.reference),
             "sample_size": clean(self.sample_size),
+            "ref_sample_size": clean(self.ref_sample_size),
             "events": clean(self.events),
             "trials": clean(self.trials),
             "window": self.window,
@@ -138,6 +142,9 @@ def explain(brief: dict[str, Any], op: str, dimension: Dimension, relative: str 
     size = brief.get("sample_size")
     if size is not None:
         text += f", n={_f(size):,.0f}"
+        ref_size = brief.get("ref_sample_size")
+        if ref_size is not None:
+            text += f" (stable n={_f(ref_size):,.0f})"
     if brief.get("note"):
         text += f"; {brief['note']}"
     return text
@@ -147,18 +154,17 @@ def _f(value: Any) -> float:
     return float(value)
 
 
-SEQUENTIAL_ALPHA = 0.01  # false-alarm bound of a sequential check, over all its looks
-
-
-def window_for(check: Check, eval_window: float, stage_window: float | None = None) -> float:
-    """The window a check is measured over: the whole stage so far (sequential), its
-    ``over``, the metric's, or the evaluation's."""
-    if check.condition.sequential and stage_window is not None:
-        return max(stage_window, eval_window)
-    if check.condition.over is not None:
-        return check.condition.over
+def window_for(check: Check, eval_window: float) -> float:
+    """The window a check is measured over in a round, before pooling: its ``over``, the
+    metric's own window, its ``for`` (counts pooled over the whole time it must hold), or
+    the evaluation's."""
+    cond = check.condition
+    if cond.over is not None:
+        return cond.over
     if check.metric.window is not None:
         return check.metric.window
+    if cond.for_ is not None:
+        return max(cond.for_, eval_window)
     return eval_window
 
 
@@ -172,20 +178,26 @@ def _key(metric: str, version: str | None, window: float) -> ObsKey:
     return (metric, version, round(window))
 
 
+ResultFn = Callable[..., CheckResult]
+
+
 def evaluate(
     check: Check,
     observations: Mapping[ObsKey, Observation],
     refs: References,
     eval_window: float,
     now: float,
-    stage_window: float | None = None,
+    *,
+    window: float | None = None,
+    paired: Paired | None = None,
 ) -> CheckResult:
     """Evaluate one check against this round's observations.  Pure.
 
-    ``stage_window`` is how long the stage has been evaluated so far: a sequential check
-    is measured over all of it."""
-    window = window_for(check, eval_window, stage_window)
-    version = subject_version(check, refs)
+    ``window`` is what the check was measured over this round (default
+    :func:`window_for`; longer while short rounds are pooled).  A sequential check is
+    judged on ``paired``: the stage's counts of both versions, this round's included."""
+    if window is None:
+        window = window_for(check, eval_window)
     dim = check.dimension
     cond = check.condition
 
@@ -195,7 +207,9 @@ def evaluate(
 
     def result(holds: bool | None, problem: str = "", value: float | None = None,
                threshold: float | None = None, reference: float | None = None,
-               obs: Observation | None = None) -> CheckResult:
+               obs: Observation | None = None, *, ref_obs: Observation | None = None,
+               sample_size: float | None = None, ref_sample_size: float | None = None,
+               note: str = "", short: bool = False) -> CheckResult:
         if holds is None:
             verdict = Verdict.INCONCLUSIVE
         elif check.trigger:
@@ -205,6 +219,10 @@ def evaluate(
         target_met = None
         if check.target is not None and value is not None and math.isfinite(value):
             target_met = check.target.met(value)
+        if sample_size is None and obs is not None:
+            sample_size = obs.sample_size
+        if ref_sample_size is None and ref_obs is not None:
+            ref_sample_size = ref_obs.sample_size
         return CheckResult(
             check_id=check.id,
             role=check.role,
@@ -214,7 +232,7 @@ def evaluate(
             value=value,
             threshold=threshold,
             reference=reference,
-            sample_size=obs.sample_size if obs else None,
+            sample_size=sample_size,
             events=obs.events if obs else None,
             trials=obs.trials if obs else None,
             window=window,
@@ -224,35 +242,44 @@ def evaluate(
             op=cond.op,
             dimension=dim,
             relative=relative,
+            note=note,
+            ref_sample_size=ref_sample_size,
+            short=short,
         )
 
+    if cond.sequential:
+        from novactl.core.judges import judge_check
+
+        return judge_check(check, paired, refs, result)
+    version = subject_version(check, refs)
     obs = observations.get(_key(cond.metric, version, window))
     if obs is None:
         return result(None, "not measured this round")
     problem = _unusable(obs, check.min_samples)
     if problem:
-        return result(None, problem, obs.value if obs.usable else None, obs=obs)
+        return result(None, problem, obs.value if obs.usable else None, obs=obs, short=True)
     value = float(obs.value)  # type: ignore[arg-type]
-    if cond.sequential:
-        return _sequential(check, obs, observations, refs, window, result)
 
     threshold_spec = cond.threshold
     reference: float | None = None
+    ref_obs: Observation | None = None
     if threshold_spec.kind is ThresholdKind.ABSOLUTE:
         threshold = threshold_spec.value
     else:
         ref = threshold_spec.reference
         assert ref is not None
-        ref_value, why = _reference_value(check, ref.kind, ref.stage, observations, refs, window,
-                                          obs)
+        ref_value, why, ref_obs = _reference_value(check, ref.kind, ref.stage, observations,
+                                                   refs, window, obs)
         if ref_value is None:
-            return result(None, why, value, obs=obs)
+            return result(None, why, value, obs=obs, ref_obs=ref_obs,
+                          short=ref_obs is not None)
         reference = ref_value
         resolved = threshold_spec.resolve(ref_value)
         assert resolved is not None
         threshold = resolved
 
-    return result(cond.holds(value, threshold), "", value, threshold, reference, obs)
+    return result(cond.holds(value, threshold), "", value, threshold, reference, obs,
+                  ref_obs=ref_obs)
 
 
 def _unusable(obs: Observation, min_samples: int) -> str:
@@ -279,84 +306,32 @@ def _reference_value(
     refs: References,
     window: float,
     obs: Observation,
-) -> tuple[float | None, str]:
+) -> tuple[float | None, str, Observation | None]:
     metric = check.metric
     name = check.condition.metric
     if kind is RefKind.STABLE:
         if not refs.stable_available:
-            return None, "no stable version to compare with after promotion"
+            return None, "no stable version to compare with after promotion", None
         ref_obs = observations.get(_key(name, refs.stable_version, window))
         if ref_obs is None:
-            return None, "stable not measured this round"
+            return None, "stable not measured this round", None
         problem = _unusable(ref_obs, check.min_samples)
         if problem:
-            return None, f"stable: {problem}"
-        return float(ref_obs.value), ""  # type: ignore[arg-type]
+            return None, f"stable: {problem}", ref_obs
+        return float(ref_obs.value), "", ref_obs  # type: ignore[arg-type]
     if kind is RefKind.BASELINE:
         recorded = refs.baseline.get(name)
         if recorded is None:
-            return None, f"no baseline recorded for {name}"
+            return None, f"no baseline recorded for {name}", None
         value = recorded.value
         if metric.kind is MetricKind.COUNT and recorded.window > 0 and obs.window > 0:
             value = value * (obs.window / recorded.window)  # same rate, this window
-        return value, ""
+        return value, "", None
     recorded_stage = refs.stages.get(stage or "", {})
     recorded = recorded_stage.get(name)
     if recorded is None:
-        return None, f"no value recorded for {name} in stage {stage!r}"
-    return recorded.value, ""
-
-
-def _sequential(check: Check, obs: Observation, observations: Mapping[ObsKey, Observation],
-                refs: References, window: float, result: Any) -> CheckResult:
-    """Canary vs stable on the stage's error counts, with an anytime-valid interval.
-
-    The check asks whether the canary's error rate is (not) above ``factor`` × the
-    stable's.  Given all errors of both, the canary's share of them is binomial with the
-    canary's share of the traffic when both fail alike; the interval for that share
-    (core.stats.error_share_interval) may be looked at every round.  It decides only
-    when it lies wholly on one side of the threshold: otherwise inconclusive.
-    """
-    from novactl.core.stats import error_share_interval, ratio_for_share, share_for_ratio
-
-    cond = check.condition
-    value = float(obs.value)  # type: ignore[arg-type]
-    if not refs.stable_available:
-        return result(None, "no stable version to compare with after promotion", value,
-                      obs=obs)
-    stable = observations.get(_key(cond.metric, refs.stable_version, window))
-    if stable is None:
-        return result(None, "stable not measured this round", value, obs=obs)
-    problem = _unusable(stable, check.min_samples)
-    if problem:
-        return result(None, f"stable: {problem}", value, obs=obs)
-    counts = (obs.events, obs.trials, stable.events, stable.trials)
-    if any(c is None or not math.isfinite(c) or c < 0 for c in counts):
-        return result(None, "sequential needs raw counts (events and trials) from the probe",
-                      value, obs=obs)
-    c_err, c_all, s_err, s_all = (float(c) for c in counts)  # type: ignore[arg-type]
-    if c_all <= 0 or s_all <= 0:
-        return result(None, "no requests on one side", value, obs=obs)
-    traffic = c_all / (c_all + s_all)
-    threshold_spec = cond.threshold
-    factor = (threshold_spec.value if threshold_spec.kind is ThresholdKind.FACTOR
-              else 1.0 + threshold_spec.value)
-    stable_rate = s_err / s_all
-    errors = round(c_err + s_err)
-    lo, hi = error_share_interval(min(round(c_err), errors), errors, SEQUENTIAL_ALPHA)
-    cut = share_for_ratio(factor, traffic)
-    low_ratio, high_ratio = ratio_for_share(lo, traffic), ratio_for_share(hi, traffic)
-    span = (f"canary/stable error-rate ratio in [{low_ratio:.3g}, {high_ratio:.3g}] "
-            f"({(1 - SEQUENTIAL_ALPHA):.0%} anytime-valid, {errors} errors) vs {factor:g}")
-    above = lo > cut  # the canary is worse than factor × stable, with confidence
-    below = hi < cut  # ... it is not
-    if not above and not below:
-        return result(None, f"sequential: not decided yet: {span}", value,
-                      factor * stable_rate, stable_rate, obs)
-    is_above = above
-    holds = is_above if cond.op in (">", ">=") else not is_above
-    decided: CheckResult = result(holds, "", value, factor * stable_rate, stable_rate, obs)
-    return dataclasses.replace(decided, note=f"sequential: {span}")
+        return None, f"no value recorded for {name} in stage {stage!r}", None
+    return recorded.value, "", None
 
 
 def _negate(op: str) -> str:

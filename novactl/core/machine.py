@@ -21,6 +21,7 @@ every required role has said GO.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,15 +29,9 @@ from typing import Literal
 
 from novactl._errors import InputError
 from novactl._units import format_duration, format_value
+from novactl.core import rounds
 from novactl.core.actions import Action, ActionKind, Decision, Event, ObsRequest, Outcome, Wait
-from novactl.core.gates import (
-    CheckResult,
-    References,
-    Verdict,
-    evaluate,
-    subject_version,
-    window_for,
-)
+from novactl.core.gates import CheckResult, References, Verdict, evaluate
 from novactl.core.observations import Observation, ObsKey
 from novactl.core.state import (
     AbortRequest,
@@ -307,6 +302,8 @@ def _begin_stage(ctx: _Ctx, index: int) -> None:
     s.streak_since = None
     s.streak_broken_by = ""
     s.triggers = {}
+    s.undecided = {}
+    s.passing = {}
     s.last_results = {}
     if s.stages and s.stages[-1].name == stage.name and s.stages[-1].left_at is None:
         s.stages[-1].entered_at = ctx.now  # it was scheduled; it starts now
@@ -443,7 +440,7 @@ def _step_bake(ctx: _Ctx) -> Action | Wait | None:
     if now >= due:
         window = _eval_window(now, last, interval)
         return Action(ActionKind.OBSERVE, "stage", f"evaluate stage {stage.name}",
-                      requests=_requests(ctx, stage.checks, window, now - start),
+                      requests=_requests(ctx, rec, stage.checks, window, now, start),
                       window=window, at=now)
     moved = _try_advance(ctx)
     if moved is True:
@@ -458,35 +455,12 @@ def _eval_window(now: float, last: float, interval: float) -> float:
     return min(max(now - last, interval), MAX_EVAL_WINDOW)
 
 
-def _requests(ctx: _Ctx, checks: Iterable[Check], eval_window: float,
-              stage_window: float | None = None) -> tuple[ObsRequest, ...]:
+def _requests(ctx: _Ctx, rec: StageRecord, checks: tuple[Check, ...], eval_window: float,
+              now: float, start: float) -> tuple[ObsRequest, ...]:
     refs = _references(ctx)
-    seen: dict[tuple[str, str | None, int], ObsRequest] = {}
-
-    def add(metric: str, version: str | None, window: float) -> None:
-        role = None
-        if version is not None:
-            role = "canary" if version == ctx.s.canary_version else "stable"
-            if ctx.s.phase in (Phase.PROMOTED,):
-                role = "stable"
-        key = (metric, version, round(window))
-        seen.setdefault(key, ObsRequest(metric, version, role, window))
-
-    # a sequential check compares with the stable: none after promotion, so no stage-long
-    # queries then
-    long_window = stage_window if refs.stable_available else None
-    for check in checks:
-        window = window_for(check, eval_window, long_window)
-        add(check.condition.metric, subject_version(check, refs), window)
-        if check.condition.sequential and round(window) != round(eval_window):
-            # the round's own counts too: the stage's aggregates and reports use them
-            add(check.condition.metric, subject_version(check, refs), eval_window)
-            if refs.stable_available:
-                add(check.condition.metric, refs.stable_version, eval_window)
-        ref = check.condition.threshold.reference
-        if ref is not None and ref.kind is RefKind.STABLE and refs.stable_available:
-            add(check.condition.metric, refs.stable_version, window)
-    return tuple(seen.values())
+    windows = rounds.check_windows(checks, ctx.s, rec, refs, eval_window, now, start)
+    return rounds.observation_requests(ctx.plan, ctx.s, checks, windows, refs, eval_window,
+                                       promoted=ctx.s.phase is Phase.PROMOTED)
 
 
 def _record_refs(ctx: _Ctx, rec: StageRecord) -> None:
@@ -528,6 +502,7 @@ def _gates_held(ctx: _Ctx) -> bool:
     mandatory = any(c.role is CheckRole.MANDATORY for c in stage.checks)
     sustained = (not mandatory and baked) or (
         s.streak_since is not None and now - s.streak_since >= stage.sustain_for
+        and not _undecided_criteria(ctx)
     )
     return baked and sustained
 
@@ -545,6 +520,9 @@ def _try_advance(ctx: _Ctx) -> bool | Wait | None:
             text = (f"stage {stage.name} has run {format_duration(now - start)} (maximum "
                     f"{format_duration(limit)}) without its mandatory criteria holding for "
                     f"{format_duration(stage.sustain_for)}")
+            undecided = _undecided_criteria(ctx)
+            if undecided:
+                text += f"; still undecided: {', '.join(undecided)}"
             ctx.emit("stage.escalated", "warning", f"Stage {stage.name} needs a decision", text)
             _pause(ctx, text + "; decide: novactl resume (keep baking) or novactl rollback",
                    "novactl", "escalation")
@@ -615,6 +593,9 @@ def _bake_text(ctx: _Ctx) -> str:
                      f"{format_duration(stage.sustain_for)}")
         if s.streak_since is None and s.streak_broken_by:
             parts.append(f"not holding: {s.streak_broken_by}")
+        undecided = _undecided_criteria(ctx)
+        if undecided and s.last_results:
+            parts.append(f"undecided yet: {', '.join(undecided)}")
     return "; ".join(parts)
 
 
@@ -667,6 +648,60 @@ def _step_promoting(ctx: _Ctx) -> Action | Wait | None:
     raise AssertionError(f"unknown promotion step {s.step!r}")  # pragma: no cover
 
 
+def _post_checks(ctx: _Ctx) -> tuple[Check, ...]:
+    """What is watched after promotion: the last stage's checks, but no sequential one (no
+    stable is left to compare with); criteria are measured over ``criteria_window``."""
+    window = ctx.plan.spec.promotion.criteria_window
+    out = []
+    for check in ctx.plan.stages[-1].checks:
+        if check.condition.sequential:
+            continue
+        if (window is not None and not check.trigger and check.condition.over is None
+                and check.metric.window is None):
+            check = dataclasses.replace(
+                check, condition=dataclasses.replace(check.condition, over=window))
+        out.append(check)
+    return tuple(out)
+
+
+def _post_criteria(ctx: _Ctx, checks: dict[str, Check], results: list[CheckResult],
+                   window_open: bool) -> None:
+    """After promotion the criteria keep being judged: a failure alerts (and its recovery
+    too); while the rollback window is open, a failing mandatory criterion does what
+    ``promotion.on_criteria_failure`` says."""
+    s = ctx.s
+    action = ctx.plan.spec.promotion.on_criteria_failure
+    for result in results:
+        check = checks[result.check_id]
+        if check.trigger:
+            continue
+        ts = s.triggers.setdefault(check.id, TriggerState())
+        if result.verdict is Verdict.PASS and ts.firing:
+            ts.firing, ts.fired_at, ts.acknowledged = False, None, False
+            ctx.emit("criterion.recovered", "info", f"After promotion: {check.name} met again",
+                     result.reason, check=check.id)
+            continue
+        if result.verdict is not Verdict.FAIL:
+            continue
+        acts = check.role is CheckRole.MANDATORY and window_open and action != "alert"
+        if not ts.firing:
+            ts.firing, ts.fired_at = True, ctx.now
+            then = {"pause": "pausing: decide novactl rollback or novactl resume",
+                    "rollback": "rolling back"}.get(action, "") if acts else ""
+            severity = "critical" if check.role is CheckRole.MANDATORY else "warning"
+            ctx.emit("criterion.failed", severity, f"After promotion: {check.name} not met",
+                     result.reason + (f"; {then}" if then else ""), check=check.id)
+        if not acts or ts.acknowledged:
+            continue
+        reason = f"after promotion, criterion {check.name} not met: {result.reason}"
+        if action == "rollback":
+            _start_rollback(ctx, reason, "novactl", trigger=check.id, detected_at=ctx.now)
+            return
+        if s.paused is None:
+            _pause(ctx, reason + "; the old version is kept until you decide: novactl "
+                   "rollback or novactl resume", "novactl", "criterion")
+
+
 def _finish_promotion(ctx: _Ctx) -> None:
     s, now = ctx.s, ctx.now
     s.phase = Phase.PROMOTED
@@ -675,6 +710,7 @@ def _finish_promotion(ctx: _Ctx) -> None:
     s.promoted_at = now
     s.last_eval_at = None
     s.triggers = {}
+    s.undecided = {}
     s.post_stage = StageRecord("post-promotion", len(ctx.plan.stages), 100.0, now,
                                bake_started_at=now)
     promo = ctx.plan.spec.promotion
@@ -696,10 +732,11 @@ def _step_promoted(ctx: _Ctx) -> Action | Wait | None:
     due = last + interval
     if now >= due and stage.checks:
         window = _eval_window(now, last, interval)
-        started = (s.post_stage.bake_started_at if s.post_stage is not None else None) \
-            or promoted_at
+        assert s.post_stage is not None
+        started = s.post_stage.bake_started_at or promoted_at
         return Action(ActionKind.OBSERVE, "post", "post-promotion monitoring",
-                      requests=_requests(ctx, stage.checks, window, now - started),
+                      requests=_requests(ctx, s.post_stage, _post_checks(ctx), window, now,
+                                         started),
                       window=window, at=now)
     next_eval = due if stage.checks else end_at
     if s.paused is not None:
@@ -823,7 +860,7 @@ def apply(plan: Plan, state: RolloutState, action: Action, outcome: Outcome,
         elif s.phase is Phase.STAGE and s.step == "bake" and action.purpose == "stage":
             _apply_round(ctx, ctx.stage.checks, outcome.observations, action, post=False)
         elif s.phase is Phase.PROMOTED and action.purpose == "post":
-            _apply_round(ctx, plan.stages[-1].checks, outcome.observations, action, post=True)
+            _apply_round(ctx, _post_checks(ctx), outcome.observations, action, post=True)
         return Decision(s, events=ctx.events, results=ctx.results)
     if not outcome.ok:
         _apply_failure(ctx, action, outcome)
@@ -1047,15 +1084,17 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
     stage = plan.stages[-1] if post else ctx.stage
     eval_window = (action.window if action.window is not None
                    else _eval_window(now, last, plan.interval(stage)))
-    s.last_eval_at = now
-    rec.evaluations += 1
     by_key: dict[ObsKey, Observation] = {obs.key: obs for obs in observations}
     refs = _references(ctx)
-    stage_window = (now - start) if refs.stable_available else None  # as _requests asked
-    results = [evaluate(check, by_key, refs, eval_window, now, stage_window)
-               for check in checks]
-    ctx.results = results
-    s.last_results = {r.check_id: r.brief() for r in results}
+    # the windows as _requests asked for them, before this round changes what they depend on
+    windows = rounds.check_windows(checks, s, rec, refs, eval_window, now, start)
+    rounds.pair_round(plan, rec, checks, windows, by_key, refs, now)
+    s.last_eval_at = now
+    rec.evaluations += 1
+    results = [evaluate(check, by_key, refs, eval_window, now, window=windows[check.id],
+                        paired=rec.paired.get(check.condition.metric)) for check in checks]
+    checks_by_id = {c.id: c for c in checks}
+    rounds.note_undecided(s, checks_by_id, results, now)
 
     # aggregates: the rolling window and each metric's own fixed window
     for obs in observations:
@@ -1075,7 +1114,6 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
             tally.inconclusive += 1
         tally.last_verdict = result.verdict
 
-    checks_by_id = {c.id: c for c in checks}
     rollback_window_open = True
     if post:
         promo = plan.spec.promotion
@@ -1083,7 +1121,7 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
 
     # triggers: rollback first, then pause signals, then alerts
     fired_rollback: tuple[Check, CheckResult, float] | None = None
-    for result in results:
+    for i, result in enumerate(results):
         check = checks_by_id[result.check_id]
         if not check.trigger:
             continue
@@ -1096,6 +1134,9 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
             if now - ts.pending_since >= hold - 1e-9:
                 ts.firing = True
                 ts.fired_at = ts.fired_at or now
+            if check.condition.for_ is not None:
+                result = results[i] = _noted(result, f"held since {_iso(ts.pending_since)} "
+                                             f"({format_duration(now - ts.pending_since)})")
         elif result.holds is False:
             if was_firing and check.role is CheckRole.ALERT:
                 ctx.emit("alert.resolved", "info", f"Resolved: {check.name}", result.reason,
@@ -1121,6 +1162,8 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
         elif check.role is CheckRole.ALERT and not was_firing:
             ctx.emit(f"alert.{check.severity or 'warning'}", check.severity or "warning",
                      f"Alert: {check.name}", result.reason, check=check.id)
+    ctx.results = results
+    s.last_results = {r.check_id: r.brief() for r in results}
 
     if fired_rollback is not None:
         check, result, _fired_at = fired_rollback
@@ -1136,21 +1179,9 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
                      check=check.id)
 
     if post:
+        _post_criteria(ctx, checks_by_id, results, rollback_window_open)
         return
-    # the sustained streak of mandatory criteria
-    failing = [r for r in results if r.role is CheckRole.MANDATORY
-               and r.verdict is not Verdict.PASS]
-    if failing:
-        if s.streak_since is not None:
-            rec.longest_streak = max(rec.longest_streak, now - s.streak_since)
-        s.streak_since = None
-        first = failing[0]
-        s.streak_broken_by = f"{first.name}: {first.verdict.value} ({first.reason})"
-    elif any(r.role is CheckRole.MANDATORY for r in results):
-        if s.streak_since is None:
-            s.streak_since = max(now - eval_window, start)
-        s.streak_broken_by = ""
-        rec.longest_streak = max(rec.longest_streak, now - s.streak_since)
+    _update_streak(ctx, rec, checks_by_id, results, now, start)
     for result in results:
         if result.role is CheckRole.DESIRABLE and result.verdict is Verdict.FAIL:
             tally = rec.tallies[result.check_id]
@@ -1159,6 +1190,64 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
                          f"Desirable criterion not met: {result.name}", result.reason,
                          notify=True, check=result.check_id)
     _try_advance(ctx)
+
+
+def _noted(result: CheckResult, note: str) -> CheckResult:
+    return dataclasses.replace(result, note=f"{result.note}; {note}" if result.note else note)
+
+
+def _update_streak(ctx: _Ctx, rec: StageRecord, checks: dict[str, Check],
+                   results: list[CheckResult], now: float, start: float) -> None:
+    """The sustained streak of mandatory criteria (docs/gates.md, "Criteria and sustain").
+
+    Each criterion is shown passing since the start of the window of the round that first
+    passed it after its last failure (``s.passing``); the streak is the time all of them
+    have been, from the latest of those starts.  A failed round breaks a criterion's run.
+    An undecided one does not while deciding it is a matter of time — a criterion short of
+    samples or data is pooled over the rounds since it was last decided (up to
+    rounds.MAX_POOL), a sequential one accumulates the stage — and when that pooled or
+    accumulated evidence passes, it covers the rounds it was undecided for.  Undecided for
+    another reason (a missing reference), or for longer than MAX_POOL, breaks it.  The
+    stage advances only once every criterion's latest round passed."""
+    s = ctx.s
+    mandatory = [r for r in results if r.role is CheckRole.MANDATORY]
+    if not mandatory:
+        return
+    breaking, waiting = [], []
+    for r in mandatory:
+        sequential = checks[r.check_id].condition.sequential
+        if r.verdict is Verdict.PASS:
+            s.passing.setdefault(r.check_id, now - r.window)
+            continue
+        since = s.undecided.get(r.check_id)
+        pooled = r.verdict is Verdict.INCONCLUSIVE and (sequential or (
+            r.short and since is not None and now - since <= rounds.MAX_POOL))
+        if pooled:
+            waiting.append(r)
+        else:
+            s.passing.pop(r.check_id, None)
+            breaking.append(r)
+    was = s.streak_since
+    held = [s.passing.get(r.check_id) for r in mandatory]
+    s.streak_since = None if None in held else max(start, *(t for t in held if t is not None))
+    if was is not None and s.streak_since != was:
+        rec.longest_streak = max(rec.longest_streak, now - was)
+    if s.streak_since is not None:
+        rec.longest_streak = max(rec.longest_streak, now - s.streak_since)
+    blame = breaking or ([] if s.streak_since is not None else waiting)
+    s.streak_broken_by = (f"{blame[0].name}: {blame[0].verdict.value} ({blame[0].reason})"
+                          if blame else "")
+
+
+def _undecided_criteria(ctx: _Ctx) -> list[str]:
+    """Mandatory criteria whose latest round did not decide (the stage waits for them)."""
+    out = []
+    for check in ctx.stage.checks:
+        if check.role is CheckRole.MANDATORY:
+            brief = ctx.s.last_results.get(check.id)
+            if brief is None or brief.get("verdict") != Verdict.PASS:
+                out.append(check.name)
+    return out
 
 
 def _handle_signals(ctx: _Ctx) -> bool:

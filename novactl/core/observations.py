@@ -40,6 +40,7 @@ class Observation:
     at: float = 0.0
     reason: str = ""
     source: str = ""
+    buckets: tuple[tuple[float, float], ...] | None = None
 
     @property
     def key(self) -> ObsKey:
@@ -85,6 +86,8 @@ class Observation:
             out["reason"] = self.reason
         if self.source:
             out["source"] = self.source
+        if self.buckets is not None:
+            out["buckets"] = [[_bound(b), c] for b, c in self.buckets]
         return out
 
     @classmethod
@@ -105,7 +108,18 @@ class Observation:
             at=float(data.get("at", 0.0)),  # type: ignore[arg-type]
             reason=str(data.get("reason", "")),
             source=str(data.get("source", "")),
+            buckets=_buckets(data.get("buckets")),
         )
+
+
+def _bound(bound: float) -> float | str:
+    return bound if math.isfinite(bound) else "+Inf"
+
+
+def _buckets(raw: object) -> tuple[tuple[float, float], ...] | None:
+    if raw is None:
+        return None
+    return tuple((float(b), float(c)) for b, c in raw)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +127,15 @@ class ProbeQuery:
     """What the runner asks a probe: one metric, one version, one window, queries rendered."""
 
     metric: str
-    kind: str  # ratio | value | count
-    parts: dict[str, str]  # numerator/denominator or value/samples, variables filled in
+    kind: str  # ratio | value | count | histogram
+    parts: dict[str, str]  # numerator/denominator, value/samples or buckets, filled in
     version: str | None
     role: str | None  # canary | stable | None (global)
     window: float
     at: float
     scale: float = 1.0  # multiply raw values by this for canonical units
     labels: dict[str, str] = field(default_factory=dict)
+    quantile: float | None = None  # histogram metrics: the quantile that is the value
 
     @property
     def key(self) -> ObsKey:

@@ -17,6 +17,7 @@ __all__ = [
     "Approval",
     "CheckTally",
     "Deployed",
+    "Paired",
     "Pause",
     "Phase",
     "RaisedSignal",
@@ -115,6 +116,29 @@ class Aggregate:
 
 
 @dataclass
+class Paired:
+    """A sequential check's metric in one stage: canary and stable counts added up round
+    by round, only over windows both versions answered (an unpaired round is measured
+    again, with the next one, over the longer window)."""
+
+    since: float | None = None  # start of the first window added
+    until: float | None = None  # end of the last window added
+    rounds: int = 0
+    canary_events: float = 0.0  # ratio metrics: errors and requests
+    canary_trials: float = 0.0
+    stable_events: float = 0.0
+    stable_trials: float = 0.0
+    # histogram metrics: cumulative counts at each finite bound, and the total
+    bounds: list[float] = field(default_factory=list)
+    canary_counts: list[float] = field(default_factory=list)
+    stable_counts: list[float] = field(default_factory=list)
+    # the stable's first paired round, kept apart: it picks the bounds a latency check
+    # compares at (and what a margin means there) before the counts it tests are seen
+    calibration_bounds: list[float] = field(default_factory=list)
+    calibration_counts: list[float] = field(default_factory=list)
+
+
+@dataclass
 class CheckTally:
     passed: int = 0
     failed: int = 0
@@ -206,6 +230,7 @@ class StageRecord:
     metrics: dict[str, Aggregate] = field(default_factory=dict)  # "metric@version"
     tallies: dict[str, CheckTally] = field(default_factory=dict)  # check id
     refs: dict[str, RefValue] = field(default_factory=dict)  # what later stages compare with
+    paired: dict[str, Paired] = field(default_factory=dict)  # sequential checks, by metric
 
 
 @dataclass
@@ -237,6 +262,11 @@ class RolloutState:
     streak_since: float | None = None
     streak_broken_by: str = ""
     triggers: dict[str, TriggerState] = field(default_factory=dict)
+    # check id → start of the time it has not been decided over (too few samples, no
+    # data): its next window reaches back there, so short rounds are pooled
+    undecided: dict[str, float] = field(default_factory=dict)
+    # mandatory criterion id → start of the evidence it has passed on without a break
+    passing: dict[str, float] = field(default_factory=dict)
     last_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     stages: list[StageRecord] = field(default_factory=list)
     baseline: dict[str, RefValue] = field(default_factory=dict)

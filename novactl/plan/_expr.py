@@ -1,8 +1,10 @@
 """The gate expression language.  Parsed by hand, never ``eval``'d.
 
     condition  := METRIC [of SUBJECT] OP threshold [over DURATION] [for DURATION]
+                  [sequential]
     threshold  := NUMBER [UNIT]                 absolute:  error_rate < 0.1%
                 | NUMBER x [vs] REFERENCE       multiple:  support_tickets > 2x baseline
+                | REFERENCE                     the same:  latency > stable sequential
                 | (+|-)NUMBER % [vs] REFERENCE  change:    cost_per_hour <= +10% baseline
     SUBJECT    := canary | stable
     OP         := < | <= | > | >= | == | !=
@@ -102,7 +104,7 @@ class Threshold:
         if self.kind is ThresholdKind.ABSOLUTE:
             return format_value(self.value, self.dimension or dimension)
         if self.kind is ThresholdKind.FACTOR:
-            return f"{_num(self.value)}x {self.reference}"
+            return f"{_num(self.value)}x {self.reference}" if self.unit else str(self.reference)
         return f"{'+' if self.value >= 0 else ''}{_num(self.value * 100)}% {self.reference}"
 
 
@@ -280,6 +282,11 @@ class _Parser:
         return None
 
     def threshold(self) -> Threshold:
+        tok = self.peek()
+        if tok is not None and tok.kind == "ident":
+            ref = self.reference()  # a bare reference: "p95_latency <= stable" is 1x stable
+            if ref is not None:
+                return Threshold(ThresholdKind.FACTOR, 1.0, None, ref, "")
         number, unit, pos, signed = self.number_with_unit("a number after the operator")
         ref = self.reference()
         if unit == "x":

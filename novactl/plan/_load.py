@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from novactl._errors import InputError, PlanError, PlanIssue
 from novactl.plan._expr import ExprError
-from novactl.plan._model import Plan, compile_checks
+from novactl.plan._model import MetricKind, Plan, compile_checks
 from novactl.plan._semantic import semantic_issues
 from novactl.plan._yaml import PosDict, YamlProblem, load_yaml, locate
 
@@ -186,9 +186,16 @@ def _query_issues(plan: Plan) -> list[tuple[tuple[str | int, ...], str]]:
         if probe is None:
             continue  # reported by the semantic checks
         try:
-            check = getattr(load_class("probe", probe.type), "check_query", None)
+            probe_class = load_class("probe", probe.type)
         except Exception:
             continue  # unknown probe types are reported with their position elsewhere
+        if metric.kind is MetricKind.HISTOGRAM and not getattr(probe_class, "histograms",
+                                                               False):
+            out.append((("spec", "metrics", name, "kind"),
+                        f"probe {metric.probe!r} ({probe.type}) cannot answer histogram "
+                        "metrics (prometheus, scrape and fake probes can)"))
+            continue
+        check = getattr(probe_class, "check_query", None)
         if check is None:
             continue
         for part, text in metric.queries().items():

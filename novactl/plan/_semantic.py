@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from novactl._units import Dimension, format_duration
-from novactl.plan._expr import RefKind, ThresholdKind
+from novactl.plan._expr import Condition, RefKind, ThresholdKind
 from novactl.plan._model import (
     _NAME,
     _VAR,
@@ -21,6 +21,7 @@ from novactl.plan._model import (
     CheckRole,
     CheckSpec,
     MetricKind,
+    MetricSpec,
     Plan,
     Spec,
     iter_check_specs,
@@ -94,7 +95,15 @@ def semantic_issues(plan: Plan) -> list[Issue]:
                 f"(known: {_known(spec.probes)})",
             ))
         parts = metric.queries()
-        if metric.kind is MetricKind.RATIO:
+        if metric.quantile is not None and metric.kind is not MetricKind.HISTOGRAM:
+            issues.append(((*base, "quantile"), "'quantile' belongs to histogram metrics; a "
+                           "value metric computes its quantile in the query"))
+        if metric.kind is MetricKind.HISTOGRAM:
+            if not isinstance(metric.query, str):
+                issues.append(((*base, "query"), "a histogram metric needs one query string "
+                               "answering the bucket counts by le, e.g. sum by (le) (increase("
+                               "http_request_duration_seconds_bucket{...}[{{window}}]))"))
+        elif metric.kind is MetricKind.RATIO:
             missing = {"numerator", "denominator"} - set(parts)
             if isinstance(metric.query, str) or missing:
                 issues.append((
@@ -233,26 +242,10 @@ def _check_issues(
         if metric.kind is MetricKind.COUNT:
             issues.append((at, "a count metric cannot be compared with a stage; use a ratio"))
     if cond.sequential:
-        if metric.kind is not MetricKind.RATIO:
-            issues.append((at, "'sequential' tests error counts: it needs a ratio metric"))
-        if ref is None or ref.kind is not RefKind.STABLE or cond.subject != "canary":
-            issues.append((at, "'sequential' compares the canary with the stable: write e.g. "
-                               "'error_rate > +50% stable sequential'"))
-        if cond.op in ("==", "!="):
-            issues.append((at, "'sequential' needs <, <=, > or >="))
-        factor = (threshold.value if threshold.kind is ThresholdKind.FACTOR
-                  else 1.0 + threshold.value)
-        if factor <= 0:
-            issues.append((at, "'sequential' compares error rates: the multiple of the "
-                               "stable's must be above 0"))
-        probe = spec.probes.get(metric.probe)
-        if probe is not None and probe.type == "scrape":
-            issues.append((at, "'sequential' measures the whole stage: the scrape probe keeps "
-                               "only a thinned history and cannot answer that window; use a "
-                               "prometheus probe"))
-        if cond.for_ is not None or cond.over is not None:
-            issues.append((at, "'sequential' accumulates the whole stage already: drop "
-                               "'for' and 'over'"))
+        issues.extend(_sequential_issues(plan, index, cond, metric, at))
+    elif check_spec.alpha is not None:
+        issues.append(((*path, "alpha"), "'alpha' is the false-alarm bound of a sequential "
+                       "check; this check is not sequential"))
     if cond.for_ is not None and not role.is_trigger:
         issues.append((
             at,
@@ -273,4 +266,37 @@ def _check_issues(
         issues.append(((*path, "target"),
                        f"{cond.metric} measures a {metric.dimension} but the target is a "
                        f"{target.dimension}"))
+    return issues
+
+
+def _sequential_issues(plan: Plan, index: int | None, cond: Condition, metric: MetricSpec,
+                       at: tuple[str | int, ...]) -> list[Issue]:
+    issues: list[Issue] = []
+    threshold = cond.threshold
+    ref = threshold.reference
+    if metric.kind not in (MetricKind.RATIO, MetricKind.HISTOGRAM):
+        issues.append((at, f"'sequential' needs counts: {cond.metric} is a "
+                           f"{metric.kind.value} metric; use a ratio metric (errors / requests) "
+                           "or a histogram metric (latency buckets)"))
+    if ref is None or ref.kind is not RefKind.STABLE or cond.subject != "canary":
+        issues.append((at, "'sequential' compares the canary with the stable: write e.g. "
+                           "'error_rate > stable sequential' or 'p95_latency > +10% stable "
+                           "sequential'"))
+    if cond.op in ("==", "!="):
+        issues.append((at, "'sequential' needs <, <=, > or >="))
+    factor = (threshold.value if threshold.kind is ThresholdKind.FACTOR
+              else 1.0 + threshold.value)
+    if factor <= 0:
+        issues.append((at, "'sequential' compares rates: the multiple of the stable's must "
+                           "be above 0"))
+    if cond.for_ is not None or cond.over is not None:
+        issues.append((at, "'sequential' accumulates the whole stage already: drop "
+                           "'for' and 'over'"))
+    stages = plan.spec.stages if index is None else [plan.spec.stages[index]]
+    for stage in stages:
+        if stage.weight >= 100:
+            issues.append((at, f"at {stage.weight:g}% in stage {stage.name!r} no request "
+                               "reaches the stable: a sequential check has nothing to compare "
+                               "with there"))
+            break
     return issues

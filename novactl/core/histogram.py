@@ -1,0 +1,135 @@
+"""Cumulative histogram buckets, the way Prometheus keeps them: pure arithmetic.
+
+A histogram is a tuple of ``(upper bound, cumulative count)`` pairs, ascending, the last
+bound ``+Inf`` (its count is the number of observations).  :func:`normalise` turns what a
+probe read into that form: identical bounds merged, counts made non-decreasing (a rate
+extrapolated per bucket can dip; Prometheus smooths it the same way).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+__all__ = [
+    "Buckets",
+    "add",
+    "choose_bound",
+    "count_above",
+    "fraction_above",
+    "normalise",
+    "quantile",
+    "total",
+]
+
+Buckets = tuple[tuple[float, float], ...]
+
+
+def normalise(pairs: Iterable[tuple[float, float]]) -> Buckets:
+    """Sorted, identical bounds merged, cumulative counts never going down."""
+    merged: dict[float, float] = {}
+    for bound, count in pairs:
+        merged[float(bound)] = merged.get(float(bound), 0.0) + float(count)
+    out: list[tuple[float, float]] = []
+    peak = 0.0
+    for bound in sorted(merged):
+        peak = max(peak, merged[bound])
+        out.append((bound, peak))
+    return tuple(out)
+
+
+def total(buckets: Buckets) -> float:
+    """Observations in all (the ``+Inf`` bucket); 0 without one."""
+    if not buckets or not math.isinf(buckets[-1][0]):
+        return 0.0
+    return buckets[-1][1]
+
+
+def add(a: Buckets, b: Buckets) -> Buckets:
+    """Bucket-wise sum of two histograms (two windows of one series).  Only the bounds both
+    have are kept: a cumulative count at a bound one of them lacks is unknown."""
+    if not a:
+        return b
+    if not b:
+        return a
+    theirs = dict(b)
+    return normalise((bound, count + theirs[bound]) for bound, count in a if bound in theirs)
+
+
+def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float:
+    """φ-quantile from cumulative buckets, as Prometheus' ``histogram_quantile`` computes it:
+    linear inside the bucket it falls in, the lowest bucket starting at 0 (or being its own
+    bound when that is ≤ 0), a quantile in the ``+Inf`` bucket the highest finite bound.
+
+    NaN when there are no observations or fewer than two buckets, or when the highest
+    bucket is not ``+Inf``."""
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    ordered = normalise(buckets)
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+        return math.nan
+    observations = ordered[-1][1]
+    if observations == 0 or math.isnan(observations):
+        return math.nan
+    rank = q * observations
+    b = next((i for i in range(len(ordered) - 1) if ordered[i][1] >= rank), len(ordered) - 1)
+    if b == len(ordered) - 1:
+        return ordered[-2][0]
+    if b == 0 and ordered[0][0] <= 0:
+        return ordered[0][0]
+    start = 0.0
+    end, count = ordered[b]
+    if b > 0:
+        start = ordered[b - 1][0]
+        count -= ordered[b - 1][1]
+        rank -= ordered[b - 1][1]
+    return start + (end - start) * (rank / count)
+
+
+def count_above(buckets: Buckets, bound: float) -> float | None:
+    """Observations above ``bound``, which must be one of the bounds (None if it is not)."""
+    for upper, count in buckets:
+        if upper == bound:
+            return total(buckets) - count
+    return None
+
+
+def fraction_above(buckets: Buckets, value: float) -> float:
+    """Share of observations above ``value``, interpolated linearly inside its bucket (the
+    assumption ``histogram_quantile`` makes: observations spread evenly in a bucket)."""
+    n = total(buckets)
+    if n <= 0:
+        return math.nan
+    below_bound, below_count = 0.0, 0.0
+    for upper, count in buckets:
+        if value <= upper:
+            if math.isinf(upper):  # above the highest finite bound: nothing to interpolate
+                return (n - below_count) / n
+            if upper <= below_bound:
+                return (n - count) / n
+            share = (value - below_bound) / (upper - below_bound) if value > below_bound \
+                else 0.0
+            return (n - (below_count + share * (count - below_count))) / n
+        below_bound, below_count = upper, count
+    return 0.0
+
+
+def choose_bound(buckets: Buckets, q: float) -> float | None:
+    """The finite bound whose share of observations above it is closest to ``1 − q`` (in
+    ratio terms), with observations on both sides of it; None when no bound has."""
+    n = total(buckets)
+    if n <= 0:
+        return None
+    target = 1.0 - q
+    best: tuple[float, float] | None = None
+    for upper, count in buckets:
+        if math.isinf(upper) or count <= 0 or count >= n:
+            continue
+        distance = abs(math.log(((n - count) / n) / target))
+        if best is None or distance < best[0]:
+            best = (distance, upper)
+    return None if best is None else best[1]

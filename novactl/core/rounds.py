@@ -1,0 +1,113 @@
+"""One evaluation round: which windows to measure, and the bookkeeping that makes low
+traffic decidable.  Pure functions of (plan, state, checks, clock); the machine calls them.
+
+Windows
+-------
+A check is measured over :func:`~novactl.core.gates.window_for` — its ``over``, its
+metric's own window, its ``for`` (the counts of the whole time it must hold, pooled, as a
+Prometheus ``increase(...[5m])`` does) or the time since the last round — except while it
+is **undecided**:
+
+* a check that could not be decided (too few samples, no data, a probe error) is measured
+  next round over the time since its last decided round, up to :data:`MAX_POOL`: the short
+  rounds are pooled, and a probe outage costs no evidence, because the next window covers
+  it;
+* a **sequential** check adds each round's counts of both versions to the stage's total;
+  a round in which one version did not answer is measured again with the next one, over
+  the window since the last round that was added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from novactl.core.actions import ObsRequest
+from novactl.core.gates import CheckResult, References, Verdict, subject_version, window_for
+from novactl.core.judges import accumulate
+from novactl.core.observations import Observation, ObsKey
+from novactl.core.state import Paired, RolloutState, StageRecord
+from novactl.plan._expr import RefKind
+from novactl.plan._model import Check, Plan
+
+__all__ = ["MAX_POOL", "check_windows", "note_undecided", "observation_requests",
+           "pair_round"]
+
+MAX_POOL = 86400.0  # an undecided check is pooled over at most a day
+
+
+def check_windows(checks: Iterable[Check], s: RolloutState, rec: StageRecord, refs: References,
+                  eval_window: float, now: float, start: float) -> dict[str, float]:
+    """The window each check is measured over in the round ending ``now``."""
+    out: dict[str, float] = {}
+    for check in checks:
+        if check.condition.sequential and refs.stable_available:
+            paired = rec.paired.get(check.condition.metric)
+            since = paired.until if paired is not None and paired.until is not None else start
+            out[check.id] = min(max(now - since, 1.0), MAX_POOL)
+            continue
+        window = window_for(check, eval_window)
+        undecided = s.undecided.get(check.id)
+        if undecided is not None and now - undecided > window:
+            window = min(now - undecided, max(window, MAX_POOL))
+        out[check.id] = window
+    return out
+
+
+def observation_requests(plan: Plan, s: RolloutState, checks: Iterable[Check],
+                         windows: Mapping[str, float], refs: References, eval_window: float,
+                         *, promoted: bool) -> tuple[ObsRequest, ...]:
+    """What to ask the probes: every check's window, the stable's where a check compares
+    with it, and each metric's own round window too (the stage's aggregates and the report
+    are built from those)."""
+    seen: dict[tuple[str, str | None, int], ObsRequest] = {}
+
+    def add(metric: str, version: str | None, window: float) -> None:
+        role = None
+        if version is not None:
+            role = "canary" if version == s.canary_version and not promoted else "stable"
+        seen.setdefault((metric, version, round(window)),
+                        ObsRequest(metric, version, role, window))
+
+    for check in checks:
+        metric = check.condition.metric
+        version = subject_version(check, refs)
+        window = windows[check.id]
+        natural = check.metric.window if check.metric.window is not None else eval_window
+        add(metric, version, window)
+        add(metric, version, natural)
+        ref = check.condition.threshold.reference
+        if ref is not None and ref.kind is RefKind.STABLE and refs.stable_available:
+            add(metric, refs.stable_version, window)
+            add(metric, refs.stable_version, natural)
+    return tuple(seen.values())
+
+
+def pair_round(plan: Plan, rec: StageRecord, checks: Iterable[Check],
+               windows: Mapping[str, float], observations: Mapping[ObsKey, Observation],
+               refs: References, now: float) -> None:
+    """Add this round's counts of both versions to each sequential metric's stage total."""
+    if not refs.stable_available:
+        return
+    done: set[str] = set()
+    for check in checks:
+        metric = check.condition.metric
+        if not check.condition.sequential or metric in done:
+            continue
+        done.add(metric)
+        window = windows[check.id]
+        canary = observations.get((metric, refs.canary_version, round(window)))
+        stable = observations.get((metric, refs.stable_version, round(window)))
+        paired = rec.paired.setdefault(metric, Paired())
+        accumulate(paired, plan.metric(metric), canary, stable, now - window, now)
+
+
+def note_undecided(s: RolloutState, checks: Mapping[str, Check], results: Iterable[CheckResult],
+                   now: float) -> None:
+    """Remember since when each check has been undecided for lack of data."""
+    for result in results:
+        if checks[result.check_id].condition.sequential:
+            continue
+        if result.verdict is Verdict.INCONCLUSIVE and result.short:
+            s.undecided.setdefault(result.check_id, now - result.window)
+        else:
+            s.undecided.pop(result.check_id, None)
