@@ -536,6 +536,7 @@ class Runner:
                 "results": [r.to_dict() for r in decision.results],
                 "observations": [o.to_dict() for o in outcome.observations],
             })
+        if decision.results:  # a live view sees every round, recorded or not
             self.observer.on_results(decision.results, new)
         if mutating:  # the outcome reaches the audit log before the state that clears the intent
             verb = "done" if outcome.ok else "failed"

@@ -57,7 +57,7 @@ spec:
             config: {{world: "{world}"}}}}
   workload: {{type: fake, config: {{world: "{world}"}}}}
   probes:
-    m: {{type: fake, config: {{values: {values}}}}}
+    m: {{type: fake, config: {{values: {values}, rate: 100000}}}}
   metrics:
     error_rate: {{probe: m, kind: ratio, query: {{numerator: e, denominator: t}}}}
     p95: {{probe: m, unit: s, query: q}}

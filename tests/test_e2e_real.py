@@ -77,17 +77,19 @@ spec:
   every_stage:
     rollback:
       - {{name: error-rate-threshold, check: error_rate > 5% for 2s}}
+  # thresholds the traffic can show within seconds: a rate decides on its 99% interval,
+  # and "< 1%" with no error at all takes ~660 requests (~8 s at 80 req/s), "< 10%" ~60
   stages:
     - name: one
       weight: 10
       duration: 5s
       sustain: 3s
-      criteria: {{mandatory: [error_rate < 1%, p95_latency < 250ms]}}
+      criteria: {{mandatory: [error_rate < 10%, p95_latency < 250ms]}}
     - name: two
       weight: 50
       duration: 5s
       sustain: 3s
-      criteria: {{mandatory: [error_rate < 1%, p95_latency < 250ms]}}
+      criteria: {{mandatory: [error_rate < 2%, p95_latency < 250ms]}}
     - name: full
       weight: 100
       duration: 3s

@@ -74,14 +74,26 @@ def obs_map(*observations: Observation):
 
 def test_pass_and_fail_carry_value_sample_size_and_reason(plan) -> None:
     c = check(plan, "error_rate < 0.1%")
-    good = evaluate(c, obs_map(ratio(2, 10000)), REFS, W, 0.0)
+    good = evaluate(c, obs_map(ratio(2, 20000)), REFS, W, 0.0)
     assert good.verdict is Verdict.PASS and good.holds is True
-    assert good.value == pytest.approx(0.0002) and good.sample_size == 10000
-    assert good.events == 2 and good.trials == 10000
-    assert good.reason == "0.02% < 0.1% over 5m, n=10,000"
+    assert good.value == pytest.approx(0.0001) and good.sample_size == 20000
+    assert good.events == 2 and good.trials == 20000
+    assert good.reason == "0.01% < 0.1% over 5m, n=20,000; 99% interval 0.001952%–0.0512%"
     assert good.target_met is True
     bad = evaluate(c, obs_map(ratio(30, 10000)), REFS, W, 0.0)
     assert bad.verdict is Verdict.FAIL and "0.3% ≥ 0.1%" in bad.reason
+
+
+def test_a_rate_decides_only_when_its_interval_is_clear_of_the_threshold(plan) -> None:
+    c = check(plan, "error_rate < 0.1%")
+    # 1 error in 600 requests reads 0.17%, but says little: pooled with the next rounds,
+    # never a failed criterion (which would restart a 7-day streak on noise)
+    noisy = evaluate(c, obs_map(ratio(1, 600)), REFS, W, 0.0)
+    assert noisy.verdict is Verdict.INCONCLUSIVE and noisy.close and not noisy.short
+    assert noisy.reason.startswith("not decided yet: 0.1667% vs < 0.1% over 5m, n=600: 99% "
+                                   "interval ")
+    assert evaluate(c, obs_map(ratio(2, 10000)), REFS, W, 0.0).verdict is Verdict.INCONCLUSIVE
+    assert evaluate(c, obs_map(ratio(9, 2000)), REFS, W, 0.0).verdict is Verdict.FAIL
 
 
 @pytest.mark.parametrize(("observation", "why"), [

@@ -106,7 +106,8 @@ class World:
         rate = self.error_rate(query, self) if query.role == "canary" else 0.001
         if query.parts.get("numerator") is None:
             return None
-        return (round(rate * 1000), 1000)
+        requests = round(1000 * query.window / 60)  # 1,000 a minute
+        return (round(rate * requests), requests)
 
     def runner(self) -> Runner:
         context = context_for(self.plan, clock=self.clock)

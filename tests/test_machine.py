@@ -48,7 +48,8 @@ spec:
       duration: 1h..2h
       sustain: 1h
       criteria: {mandatory: [error_rate < 0.1%]}
-  promotion: {replicas: 5, retire_after: 1h, rollback_window: 2h}
+  promotion: {replicas: 5, retire_after: 1h, rollback_window: 2h, monitor: 3h,
+              criteria_window: 30m}
   approvers: {sre: [alice, bob]}
   signals:
     security-incident: {action: rollback}
@@ -245,12 +246,17 @@ def test_a_for_window_pools_the_requests_of_the_whole_window(plan) -> None:
         d.step()
         assert d.state.phase is Phase.STAGE
         assert d.state.triggers["rollback:error-rate-threshold"].pending_since is None
-    d.now = T0 + 180  # 1.21% over the last 5 minutes
+    d.now = T0 + 180  # 1.21% over the last 5 minutes, but 1% is inside its interval
+    d.step()
+    assert d.state.phase is Phase.STAGE
+    assert "not decided yet: 1.21% vs > 1% over 5m, n=5,000: 99% interval 0.8698%–1.68%" in (
+        d.state.last_results["rollback:error-rate-threshold"]["problem"])
+    d.now = T0 + 240  # 1.6%: above 1% with confidence
     d.step()
     assert d.state.phase is Phase.ROLLED_BACK
     reason = d.state.rollback.reason
-    assert "error-rate-threshold: 1.21% > 1% over 5m, n=5,000" in reason
-    assert "held since 2025-12-31T23:58:00Z (5m)" in reason
+    assert "error-rate-threshold: 1.6% > 1% over 5m, n=5,000; 99% interval 1.21%–2.13%" in reason
+    assert "held since 2025-12-31T23:59:00Z (5m)" in reason
     assert [a.describe() for a in d.world.log[-3:]] == [
         "set canary weight 0%", "verify canary weight 0%", "scale canary to 0"]
     assert d.world.weight == 0.0
@@ -414,6 +420,34 @@ def test_rollback_after_promotion_puts_the_old_version_back(plan) -> None:
     assert kinds[0] == "deploy stable v1 × 5"
     assert d.state.phase is Phase.ROLLED_BACK
     assert d.state.deployed["stable"].version == "v1"
+
+
+def test_failing_criteria_after_promotion_alert_and_pause_inside_the_window(plan) -> None:
+    d = Driver(plan)
+    d.step()
+    d.command(machine.approve, "one", "sre", "alice")
+    d.run_until(lambda d: d.state.phase is Phase.PROMOTED)
+    promoted = d.state.promoted_at
+    d.world.error_rate = 0.004  # 0.4%: fails "< 0.1%", below every trigger
+    d.run_until(lambda d: d.state.paused is not None, limit=1800)
+    assert d.state.phase is Phase.PROMOTED and d.state.paused.kind == "criterion"
+    assert "after promotion, criterion error_rate < 0.1% not met" in d.state.paused.reason
+    failed = [e for e in d.events if e.name == "criterion.failed"]
+    assert len(failed) == 1 and failed[0].severity == "critical"
+    assert "pausing: decide novactl rollback or novactl resume" in failed[0].text
+    # the old version is kept while a human decides: no retirement past the grace period
+    d.run_until(lambda d: d.now >= promoted + 3600 + 600, limit=7200)
+    assert d.state.retired_at is None and d.wait.human
+    d.command(machine.resume, "alice", note="known, fixing forward")
+    d.world.error_rate = 0.0001
+    d.run_until(lambda d: any(e.name == "criterion.recovered" for e in d.events), limit=3600)
+    assert d.state.paused is None
+    # after the rollback window closes a failure only alerts
+    d.run_until(lambda d: d.now >= promoted + 2 * 3600 + 60, limit=3 * 3600)
+    d.world.error_rate = 0.004
+    d.run_until(lambda d: len([e for e in d.events if e.name == "criterion.failed"]) == 2,
+                limit=3600)
+    assert d.state.paused is None
 
 
 def test_rollback_window_closes(plan) -> None:

@@ -56,7 +56,8 @@ def test_the_e_value_matches_scipy(n, frac, share, null, side, family) -> None:
 def test_decisions_agree_with_the_interval(n, frac, share, null) -> None:
     x = round(frac * n)
     j = judge(x, share * 1e6, n - x, (1 - share) * 1e6, null, 0.01, ERRORS)
-    low, high = ratio_bounds(x, n, share, 0.01, ERRORS)
+    low, high = ratio_bounds(j.x, j.n, j.share, 0.01, ERRORS)
+    assert (low, high) == j.bounds
     assert low <= high
     # "worse" iff the whole interval is above the null, "better" iff below (up to the
     # bisection's precision next to the edge)
@@ -127,7 +128,7 @@ def test_the_share_follows_the_ratio() -> None:
 
 def test_nothing_known_from_no_events() -> None:
     j = judge(0, 1000, 0, 99_000, 1.0, 0.01, ERRORS)
-    assert not j.decided and (j.low, j.high) == (0.0, math.inf)
+    assert not j.decided and j.bounds == (0.0, math.inf)
 
 
 # --------------------------------------------------------------------------- plan errors
@@ -260,10 +261,11 @@ def test_too_little_evidence_is_undecided_with_its_interval() -> None:
                     stable_trials=90_000, rounds=3, since=0, until=90)
     result = _judged(check, paired)
     assert result.verdict is Verdict.INCONCLUSIVE and result.holds is None
-    assert result.problem.startswith(
+    assert result.problem == "sequential: not decided yet"
+    assert result.reason.startswith(
         "sequential: not decided yet: canary 0.01% (1 of 10,000) vs stable 0.005556% (5 of "
         "90,000) over 1m30s: ratio 1.8, anytime-valid [0, ")
-    assert result.problem.endswith("] vs 1.5 (α=1%)")
+    assert result.reason.endswith("] vs 1.5 (α=1%)")
 
 
 def test_a_round_one_version_missed_is_not_added() -> None:
@@ -316,6 +318,22 @@ def test_a_margin_on_latency_reads_the_null_off_the_stables_buckets() -> None:
     assert "(= 1.5x latency)" in result.reason
 
 
+def test_a_canary_exactly_at_the_margin_is_never_passed_not_worse_than_it() -> None:
+    plan = load_plan_text(PLAN.format(check="p95_latency <= +10% stable sequential"),
+                          "seq.yaml")
+    check = next(c for c in plan.stages[0].checks if c.name == "regression")
+    paired = Paired()
+    for i in range(200):  # a canary exactly 10% slower, expected counts: no noise at all
+        judges.accumulate(paired, check.metric,
+                          _obs("p95_latency", "v2", buckets=_lognormal(300, 0.033, 0.6, BOUNDS)),
+                          _obs("p95_latency", "v1",
+                               buckets=_lognormal(29_700, 0.030, 0.6, BOUNDS)),
+                          30 * i, 30 * (i + 1))
+    result = _judged(check, paired)
+    assert result.verdict is not Verdict.PASS, result.reason
+    assert "vs 1.35 (= 1.1x latency)" in result.reason
+
+
 def test_the_distribution_form_compares_at_three_bounds() -> None:
     check = _check("latency > stable sequential")
     paired = Paired()
@@ -326,7 +344,7 @@ def test_the_distribution_form_compares_at_three_bounds() -> None:
                           30 * i, 30 * (i + 1))
     result = _judged(check, paired)
     assert result.verdict is Verdict.INCONCLUSIVE
-    assert "(of 3 bounds)" in result.problem
+    assert "(of 3 bounds)" in result.reason
 
 
 # --------------------------------------------------------------------------- a rollout
@@ -378,7 +396,8 @@ def test_an_equal_error_rate_is_promoted_and_counted_round_by_round() -> None:
     paired = stage.paired["error_rate"]
     assert paired.canary_trials == pytest.approx(20 * 3600, rel=0.05)
     assert paired.canary_trials == pytest.approx(stage.metrics["error_rate@v2"].trials)
-    assert max(w for _role, w in windows) <= 31  # round windows, never stage-long queries
+    # the comparison with the stable adds up round windows: no stage-long queries for it
+    assert max(w for role, w in windows if role == "stable") <= 31
 
 
 def test_a_round_the_stable_missed_is_measured_again_with_the_next() -> None:

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from novactl._units import Dimension, format_duration, format_value
+from novactl.core import histogram
 from novactl.core.observations import Observation, ObsKey, ObsStatus
 from novactl.core.state import Paired, RefValue
 from novactl.plan._expr import RefKind, ThresholdKind
@@ -75,6 +76,9 @@ class CheckResult:
     note: str = ""  # how a decided check decided, when a value alone does not say it
     ref_sample_size: float | None = None  # the stable's, for checks comparing with it
     short: bool = False  # undecided for lack of data in this window: a longer one may decide
+    close: bool = False  # undecided: the estimate's interval straddles the threshold
+    # sequential checks: the counts behind the verdict; the interval is found when shown
+    sequential: Mapping[str, Any] | None = None
 
     @functools.cached_property
     def reason(self) -> str:
@@ -87,6 +91,8 @@ class CheckResult:
             out["problem"] = self.problem
         if self.note:
             out["note"] = self.note
+        if self.sequential is not None:
+            out["sequential"] = dict(self.sequential)
         if self.holds is not None:
             out["holds"] = self.holds
         for name in ("value", "threshold", "reference", "sample_size", "ref_sample_size",
@@ -126,7 +132,11 @@ class CheckResult:
 def explain(brief: dict[str, Any], op: str, dimension: Dimension, relative: str = "") -> str:
     """Human text for a result: ``0.04% < 0.1% over 5m, n=12,034``."""
     problem = brief.get("problem")
+    sequential = brief.get("sequential")
     if problem:
+        if sequential:
+            return (f"{problem}: {sequential['counts']} over "
+                    f"{format_duration(brief.get('window', 0.0))}: {_interval(sequential)}")
         return str(problem)
     value, threshold = brief.get("value"), brief.get("threshold")
     if value is None or threshold is None:
@@ -145,9 +155,19 @@ def explain(brief: dict[str, Any], op: str, dimension: Dimension, relative: str 
         ref_size = brief.get("ref_sample_size")
         if ref_size is not None:
             text += f" (stable n={_f(ref_size):,.0f})"
+    if sequential:
+        text += f"; sequential: {_interval(sequential)}"
     if brief.get("note"):
         text += f"; {brief['note']}"
     return text
+
+
+def _interval(seq: Mapping[str, Any]) -> str:
+    from novactl.core.sequential import interval_text
+
+    return seq.get("prefix", "") + interval_text(
+        int(seq["x"]), int(seq["n"]), float(seq["share"]), float(seq["alpha"]),
+        float(seq["alpha_worse"]), str(seq["family"]), str(seq["null"]))
 
 
 def _f(value: Any) -> float:
@@ -209,7 +229,8 @@ def evaluate(
                threshold: float | None = None, reference: float | None = None,
                obs: Observation | None = None, *, ref_obs: Observation | None = None,
                sample_size: float | None = None, ref_sample_size: float | None = None,
-               note: str = "", short: bool = False) -> CheckResult:
+               note: str = "", short: bool = False, close: bool = False,
+               sequential: Mapping[str, Any] | None = None) -> CheckResult:
         if holds is None:
             verdict = Verdict.INCONCLUSIVE
         elif check.trigger:
@@ -245,6 +266,8 @@ def evaluate(
             note=note,
             ref_sample_size=ref_sample_size,
             short=short,
+            close=close,
+            sequential=sequential,
         )
 
     if cond.sequential:
@@ -278,8 +301,54 @@ def evaluate(
         assert resolved is not None
         threshold = resolved
 
-    return result(cond.holds(value, threshold), "", value, threshold, reference, obs,
-                  ref_obs=ref_obs)
+    holds, interval = _against(check, obs, threshold)
+    if holds is None:
+        shown = format_value(threshold, dim)
+        return result(None, f"not decided yet: {format_value(value, dim)} vs {cond.op} "
+                      f"{shown} over {format_duration(window)}, n={obs.sample_size or 0:,.0f}: "
+                      f"{interval}", value, threshold, reference, obs, ref_obs=ref_obs,
+                      close=True)
+    return result(holds, "", value, threshold, reference, obs, ref_obs=ref_obs, note=interval)
+
+
+CONFIDENCE = 0.99  # an absolute threshold on counts decides when this interval is clear of it
+
+
+def _against(check: Check, obs: Observation, threshold: float) -> tuple[bool | None, str]:
+    """Compare a measured value with a threshold, honestly about its sampling noise.
+
+    A ratio of counts (errors of requests) and a quantile read off histogram buckets are
+    estimates: they decide only when their 99% interval lies wholly on one side of the
+    threshold (for a quantile, the share of observations above the threshold against
+    1 − q); otherwise (None, the interval) — the check is pooled over more rounds.  Other
+    values (gauges, counts of events) compare as they are."""
+    from novactl.core.stats import wilson_interval
+
+    op, value = check.condition.op, float(obs.value)  # type: ignore[arg-type]
+    if op in ("==", "!="):
+        return check.condition.holds(value, threshold), ""
+    kind = check.metric.kind
+    if kind is MetricKind.RATIO and obs.events is not None and obs.trials:
+        lo, hi = wilson_interval(obs.events, obs.trials, CONFIDENCE)
+        scale = value / (obs.events / obs.trials) if obs.events else 1.0
+        lo, hi, dim = lo * scale, hi * scale, check.dimension
+        text = f"{CONFIDENCE:.0%} interval {format_value(lo, dim)}–{format_value(hi, dim)}"
+        above, below = lo > threshold, hi < threshold
+    elif kind is MetricKind.HISTOGRAM and obs.buckets and check.metric.quantile is not None:
+        n = histogram.total(obs.buckets)
+        slow = histogram.fraction_above(obs.buckets, threshold)
+        if n <= 0 or not math.isfinite(slow):
+            return check.condition.holds(value, threshold), ""
+        lo, hi = wilson_interval(slow * n, n, CONFIDENCE)
+        tail = 1.0 - check.metric.quantile
+        text = (f"{slow:.2%} of requests above {format_value(threshold, check.dimension)}, "
+                f"{CONFIDENCE:.0%} interval {lo:.2%}–{hi:.2%} vs {tail:.2%}")
+        above, below = lo > tail, hi < tail  # the quantile is above / below the threshold
+    else:
+        return check.condition.holds(value, threshold), ""
+    if not above and not below:
+        return None, text
+    return (above if op in (">", ">=") else below), text
 
 
 def _unusable(obs: Observation, min_samples: int) -> str:

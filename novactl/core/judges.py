@@ -12,9 +12,9 @@ the evidence allows.
   The stable's first paired round picks the bound — the one nearest its ``quantile`` (or,
   for the whole distribution, the ones nearest its 50th, 90th and 99th percentiles) — and,
   for a margin such as ``+10% stable``, the ratio of slow requests a latency ``(1 + m)``
-  times the stable's would show there, read off that round's buckets (interpolated inside a
-  bucket, as ``histogram_quantile`` does).  That round is not counted in the test: what a
-  test compares must be fixed before the data it judges.
+  times the stable's would show there, read off that round's buckets (inside a bucket,
+  log-latency is taken as locally normal: exact for log-normal latencies).  That round is
+  not counted in the test: what a test compares must be fixed before the data it judges.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from novactl._units import format_duration, format_value
+from novactl._units import format_value
 from novactl.core import histogram
 from novactl.core.gates import CheckResult, References, ResultFn
 from novactl.core.observations import Observation
@@ -105,9 +105,9 @@ def judge_check(check: Check, paired: Paired | None, refs: References, result: R
         return result(None, "sequential: no round with both versions measured yet")
     covered = max((paired.until or 0.0) - (paired.since or 0.0), 0.0)
     if check.metric.kind is MetricKind.HISTOGRAM:
-        out = _judge_latency(check, paired, result, covered)
+        out = _judge_latency(check, paired, result)
     else:
-        out = _judge_errors(check, paired, result, covered)
+        out = _judge_errors(check, paired, result)
     return dataclasses.replace(out, window=covered)
 
 
@@ -127,30 +127,21 @@ def _short(check: Check, canary: float, stable: float) -> str:
     return ""
 
 
-def _interval(j: Judgement, null: str) -> str:
-    def num(x: float) -> str:
-        return "∞" if math.isinf(x) else f"{x:.3g}"
-
-    return (f"ratio {num(j.ratio)}, anytime-valid [{num(j.low)}, {num(j.high)}] vs {null} "
-            f"(α={j.alpha:.2%})".replace(".00%", "%"))
-
-
-def _finish(check: Check, result: ResultFn, worse: bool, better: bool, counts: str,
-            interval: str, covered: float, value: float, threshold: float, reference: float,
-            canary_n: float, stable_n: float) -> CheckResult:
-    """Decided: the value line plus the interval; undecided: everything, so the operator
-    sees how far from a decision it is."""
+def _finish(check: Check, result: ResultFn, worse: bool, better: bool, shown: Judgement,
+            family: str, null: str, counts: str, prefix: str, value: float,
+            threshold: float, reference: float, canary_n: float, stable_n: float
+            ) -> CheckResult:
+    """The verdict, with the counts behind it (the interval is computed when shown)."""
+    seq = {"x": shown.x, "n": shown.n, "share": shown.share, "alpha": shown.alpha,
+           "alpha_worse": shown.alpha_worse, "family": family, "null": null,
+           "counts": counts, "prefix": prefix}
     holds = _holds(check, worse, better)
-    if holds is None:
-        return result(None, f"sequential: not decided yet: {counts} over "
-                      f"{format_duration(covered)}: {interval}", value, threshold, reference,
-                      sample_size=canary_n, ref_sample_size=stable_n)
-    return result(holds, "", value, threshold, reference, sample_size=canary_n,
-                  ref_sample_size=stable_n, note=f"sequential: {interval}")
+    problem = "sequential: not decided yet" if holds is None else ""
+    return result(holds, problem, value, threshold, reference, sample_size=canary_n,
+                  ref_sample_size=stable_n, sequential=seq)
 
 
-def _judge_errors(check: Check, paired: Paired, result: ResultFn, covered: float
-                  ) -> CheckResult:
+def _judge_errors(check: Check, paired: Paired, result: ResultFn) -> CheckResult:
     c_err, c_all = paired.canary_events, paired.canary_trials
     s_err, s_all = paired.stable_events, paired.stable_trials
     if short := _short(check, c_all, s_all):
@@ -163,12 +154,11 @@ def _judge_errors(check: Check, paired: Paired, result: ResultFn, covered: float
     canary_rate, stable_rate = c_err / c_all, s_err / s_all
     counts = (f"canary {format_value(canary_rate, dim)} ({c_err:,.0f} of {c_all:,.0f}) vs "
               f"stable {format_value(stable_rate, dim)} ({s_err:,.0f} of {s_all:,.0f})")
-    return _finish(check, result, j.worse, j.better, counts, _interval(j, f"{factor:g}"),
-                   covered, canary_rate, factor * stable_rate, stable_rate, c_all, s_all)
+    return _finish(check, result, j.worse, j.better, j, "errors", f"{factor:g}", counts, "",
+                   canary_rate, factor * stable_rate, stable_rate, c_all, s_all)
 
 
-def _judge_latency(check: Check, paired: Paired, result: ResultFn, covered: float
-                   ) -> CheckResult:
+def _judge_latency(check: Check, paired: Paired, result: ResultFn) -> CheckResult:
     calibration = _buckets(paired.calibration_bounds, paired.calibration_counts)
     canary = _buckets(paired.bounds, paired.canary_counts)
     stable = _buckets(paired.bounds, paired.stable_counts)
@@ -203,29 +193,30 @@ def _judge_latency(check: Check, paired: Paired, result: ResultFn, covered: floa
         judgements.append((bound, j))
     worse = any(j.worse for _, j in judgements)
     better = all(j.better for _, j in judgements)
-    # show the bound with the most evidence of being slower (the lowest-ranked otherwise)
-    bound, shown = max(judgements, key=lambda bj: (bj[1].worse, bj[1].low))
+    # show the bound with the most evidence of being slower
+    bound, shown = max(judgements, key=lambda bj: (bj[1].worse, bj[1].log_e_worse))
     c_slow = histogram.count_above(canary, bound) or 0.0
     s_slow = histogram.count_above(stable, bound) or 0.0
     where = "" if len(bounds) == 1 else f" (of {len(bounds)} bounds)"
     counts = (f"slower than {format_value(bound, dim)}{where}: canary "
               f"{c_slow / c_all:.2%} of {c_all:,.0f} vs stable {s_slow / s_all:.2%} of "
               f"{s_all:,.0f}")
-    interval = (f"slower than {format_value(bound, dim)}{where}: canary "
-                f"{c_slow / c_all:.2%} vs stable {s_slow / s_all:.2%}: "
-                + _interval(shown, _null_text(factor, bound, calibration)))
+    prefix = (f"slower than {format_value(bound, dim)}{where}: canary "
+              f"{c_slow / c_all:.2%} vs stable {s_slow / s_all:.2%}: ")
     level = q if q is not None else 0.5
     value = histogram.quantile(level, canary)
     reference = histogram.quantile(level, stable)
-    return _finish(check, result, worse, better, counts, interval, covered, value,
+    return _finish(check, result, worse, better, shown, "latency",
+                   _null_text(factor, bound, calibration), counts, prefix, value,
                    factor * reference, reference, c_all, s_all)
 
 
 def _null_ratio(calibration: histogram.Buckets, bound: float, factor: float) -> float | None:
     """How many more requests above ``bound`` a latency ``factor`` × the stable's shows:
-    P(L > bound / factor) / P(L > bound), from the stable's calibration buckets."""
+    P(L > bound / factor) / P(L > bound), from the stable's calibration buckets (log-latency
+    taken as locally normal inside the bucket ``bound / factor`` falls in)."""
     above = histogram.fraction_above(calibration, bound)
-    scaled = histogram.fraction_above(calibration, bound / factor)
+    scaled = histogram.fraction_above_smooth(calibration, bound / factor)
     if not above or not math.isfinite(above) or not math.isfinite(scaled) or scaled <= 0:
         return None
     return scaled / above

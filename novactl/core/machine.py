@@ -304,6 +304,7 @@ def _begin_stage(ctx: _Ctx, index: int) -> None:
     s.triggers = {}
     s.undecided = {}
     s.passing = {}
+    s.criteria_since = {}
     s.last_results = {}
     if s.stages and s.stages[-1].name == stage.name and s.stages[-1].left_at is None:
         s.stages[-1].entered_at = ctx.now  # it was scheduled; it starts now
@@ -458,7 +459,8 @@ def _eval_window(now: float, last: float, interval: float) -> float:
 def _requests(ctx: _Ctx, rec: StageRecord, checks: tuple[Check, ...], eval_window: float,
               now: float, start: float) -> tuple[ObsRequest, ...]:
     refs = _references(ctx)
-    windows = rounds.check_windows(checks, ctx.s, rec, refs, eval_window, now, start)
+    windows = rounds.check_windows(checks, ctx.s, rec, refs, eval_window, now, start,
+                                   stage=ctx.s.phase is Phase.STAGE)
     return rounds.observation_requests(ctx.plan, ctx.s, checks, windows, refs, eval_window,
                                        promoted=ctx.s.phase is Phase.PROMOTED)
 
@@ -1087,14 +1089,14 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
     by_key: dict[ObsKey, Observation] = {obs.key: obs for obs in observations}
     refs = _references(ctx)
     # the windows as _requests asked for them, before this round changes what they depend on
-    windows = rounds.check_windows(checks, s, rec, refs, eval_window, now, start)
+    windows = rounds.check_windows(checks, s, rec, refs, eval_window, now, start, stage=not post)
     rounds.pair_round(plan, rec, checks, windows, by_key, refs, now)
     s.last_eval_at = now
     rec.evaluations += 1
     results = [evaluate(check, by_key, refs, eval_window, now, window=windows[check.id],
                         paired=rec.paired.get(check.condition.metric)) for check in checks]
     checks_by_id = {c.id: c for c in checks}
-    rounds.note_undecided(s, checks_by_id, results, now)
+    rounds.note_round(s, checks_by_id, results, now, eval_window)
 
     # aggregates: the rolling window and each metric's own fixed window
     for obs in observations:
@@ -1204,11 +1206,12 @@ def _update_streak(ctx: _Ctx, rec: StageRecord, checks: dict[str, Check],
     passed it after its last failure (``s.passing``); the streak is the time all of them
     have been, from the latest of those starts.  A failed round breaks a criterion's run.
     An undecided one does not while deciding it is a matter of time — a criterion short of
-    samples or data is pooled over the rounds since it was last decided (up to
-    rounds.MAX_POOL), a sequential one accumulates the stage — and when that pooled or
-    accumulated evidence passes, it covers the rounds it was undecided for.  Undecided for
-    another reason (a missing reference), or for longer than MAX_POOL, breaks it.  The
-    stage advances only once every criterion's latest round passed."""
+    samples or data (for up to rounds.MAX_POOL), or whose interval still straddles its
+    threshold over less than MAX_POOL of requests, is measured over a longer window next
+    round; a sequential one accumulates the stage — and when that evidence passes, it
+    covers the rounds it was undecided for.  Undecided for another reason (a missing
+    reference), or for longer than that, breaks it.  The stage advances only once every
+    criterion's latest round passed."""
     s = ctx.s
     mandatory = [r for r in results if r.role is CheckRole.MANDATORY]
     if not mandatory:
@@ -1220,8 +1223,10 @@ def _update_streak(ctx: _Ctx, rec: StageRecord, checks: dict[str, Check],
             s.passing.setdefault(r.check_id, now - r.window)
             continue
         since = s.undecided.get(r.check_id)
-        pooled = r.verdict is Verdict.INCONCLUSIVE and (sequential or (
-            r.short and since is not None and now - since <= rounds.MAX_POOL))
+        pooled = r.verdict is Verdict.INCONCLUSIVE and (
+            sequential
+            or (r.short and since is not None and now - since <= rounds.MAX_POOL)
+            or (r.close and r.window < rounds.MAX_POOL))
         if pooled:
             waiting.append(r)
         else:

@@ -5,16 +5,18 @@ Windows
 -------
 A check is measured over :func:`~novactl.core.gates.window_for` — its ``over``, its
 metric's own window, its ``for`` (the counts of the whole time it must hold, pooled, as a
-Prometheus ``increase(...[5m])`` does) or the time since the last round — except while it
-is **undecided**:
+Prometheus ``increase(...[5m])`` does) or the time since the last round — and longer:
 
-* a check that could not be decided (too few samples, no data, a probe error) is measured
-  next round over the time since its last decided round, up to :data:`MAX_POOL`: the short
-  rounds are pooled, and a probe outage costs no evidence, because the next window covers
-  it;
+* a stage's **criteria** over the time since the stage began baking, or since the end of
+  the round they last failed in, up to :data:`MAX_POOL` (a sliding day): "met for 7
+  consecutive days" is shown on all the requests since, not on one noisy round;
+* a trigger or alert that could not be decided (too few samples, no data, a probe error)
+  over the time since it was last decided, up to :data:`MAX_POOL`: short rounds are pooled,
+  and a probe outage costs no evidence, because the next window covers it;
 * a **sequential** check adds each round's counts of both versions to the stage's total;
   a round in which one version did not answer is measured again with the next one, over
   the window since the last round that was added.
+
 """
 
 from __future__ import annotations
@@ -27,28 +29,32 @@ from novactl.core.judges import accumulate
 from novactl.core.observations import Observation, ObsKey
 from novactl.core.state import Paired, RolloutState, StageRecord
 from novactl.plan._expr import RefKind
-from novactl.plan._model import Check, Plan
+from novactl.plan._model import Check, CheckRole, Plan
 
-__all__ = ["MAX_POOL", "check_windows", "note_undecided", "observation_requests",
-           "pair_round"]
+__all__ = ["MAX_POOL", "check_windows", "note_round", "observation_requests", "pair_round"]
 
-MAX_POOL = 86400.0  # an undecided check is pooled over at most a day
+MAX_POOL = 86400.0  # a criterion slides over, and an undecided check pools, at most a day
+CRITERIA = (CheckRole.MANDATORY, CheckRole.DESIRABLE)
 
 
 def check_windows(checks: Iterable[Check], s: RolloutState, rec: StageRecord, refs: References,
-                  eval_window: float, now: float, start: float) -> dict[str, float]:
-    """The window each check is measured over in the round ending ``now``."""
+                  eval_window: float, now: float, start: float, *, stage: bool = True
+                  ) -> dict[str, float]:
+    """The window each check is measured over in the round ending ``now`` (``stage``:
+    inside a stage, where criteria slide; after promotion they keep their own window)."""
     out: dict[str, float] = {}
     for check in checks:
         if check.condition.sequential and refs.stable_available:
             paired = rec.paired.get(check.condition.metric)
-            since = paired.until if paired is not None and paired.until is not None else start
-            out[check.id] = min(max(now - since, 1.0), MAX_POOL)
+            added = paired.until if paired is not None and paired.until is not None else start
+            out[check.id] = min(max(now - added, 1.0), MAX_POOL)
             continue
         window = window_for(check, eval_window)
-        undecided = s.undecided.get(check.id)
-        if undecided is not None and now - undecided > window:
-            window = min(now - undecided, max(window, MAX_POOL))
+        since = s.undecided.get(check.id)
+        if stage and check.role in CRITERIA:
+            since = s.criteria_since.get(check.id, start)
+        if since is not None and now - since > window:
+            window = min(now - since, max(window, MAX_POOL))
         out[check.id] = window
     return out
 
@@ -101,13 +107,19 @@ def pair_round(plan: Plan, rec: StageRecord, checks: Iterable[Check],
         accumulate(paired, plan.metric(metric), canary, stable, now - window, now)
 
 
-def note_undecided(s: RolloutState, checks: Mapping[str, Check], results: Iterable[CheckResult],
-                   now: float) -> None:
-    """Remember since when each check has been undecided for lack of data."""
+def note_round(s: RolloutState, checks: Mapping[str, Check], results: Iterable[CheckResult],
+               now: float, eval_window: float) -> None:
+    """Remember since when each check has been undecided for lack of data (a trigger: from
+    the start of the evidence it lacks, where its next window reaches back to; a criterion,
+    whose window slides anyway: from this round), and where a criterion's evidence starts
+    again after it failed."""
     for result in results:
         if checks[result.check_id].condition.sequential:
             continue
         if result.verdict is Verdict.INCONCLUSIVE and result.short:
-            s.undecided.setdefault(result.check_id, now - result.window)
+            since = now - (eval_window if result.role in CRITERIA else result.window)
+            s.undecided.setdefault(result.check_id, since)
         else:
             s.undecided.pop(result.check_id, None)
+        if result.verdict is Verdict.FAIL and result.role in CRITERIA:
+            s.criteria_since[result.check_id] = now

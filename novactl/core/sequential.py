@@ -27,7 +27,9 @@ mass on shares no regression produces.  The factors are fixed in advance, never 
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "Judgement",
     "Mixture",
     "Mixtures",
+    "interval_text",
     "judge",
     "log_e_value",
     "ratio_bounds",
@@ -43,7 +46,7 @@ __all__ = [
 ]
 
 _RHO_MIN, _RHO_MAX = 1e-3, 1e4  # bounds beyond these are shown as 0 and ∞
-_BISECT = 24  # bisection steps in log ρ: ~0.1% relative precision on the bounds
+_STEPS = 40  # at most this many steps to find an interval's end
 
 
 @dataclass(frozen=True)
@@ -117,36 +120,58 @@ def log_e_value(x: float, n: float, share: float, null_ratio: float, mixture: Mi
     return _logsumexp(terms)
 
 
+@functools.lru_cache(maxsize=256)
 def ratio_bounds(x: float, n: float, share: float, alpha: float, mixtures: Mixtures,
                  *, alpha_worse: float | None = None) -> tuple[float, float]:
     """The anytime-valid interval for the ratio: the ratios neither test rejects (the low
     end at ``alpha_worse``, default ``alpha``; the high end at ``alpha``).  0 and ``inf``
-    when nothing is excluded on that side."""
+    when nothing is excluded on that side.  (Cached: checks sharing a metric share it.)"""
     limit_worse = math.log(1.0 / (alpha if alpha_worse is None else alpha_worse))
     limit_better = math.log(1.0 / alpha)
 
-    def rejects_worse(rho: float) -> bool:  # evidence the ratio is above rho
-        return log_e_value(x, n, share, rho, mixtures.worse) >= limit_worse
+    def rejects_worse(rho: float) -> float:  # ≥ 0: evidence the ratio is above rho
+        return log_e_value(x, n, share, rho, mixtures.worse) - limit_worse
 
-    def rejects_better(rho: float) -> bool:  # evidence the ratio is below rho
-        return log_e_value(x, n, share, rho, mixtures.better) >= limit_better
-
-    def edge(inside: float, outside: float, rejected: object) -> float:
-        lo, hi = math.log(inside), math.log(outside)
-        for _ in range(_BISECT):
-            mid = (lo + hi) / 2
-            if rejected(math.exp(mid)):  # type: ignore[operator]
-                hi = mid
-            else:
-                lo = mid
-        return math.exp((lo + hi) / 2)
+    def rejects_better(rho: float) -> float:  # ≥ 0: evidence the ratio is below rho
+        return log_e_value(x, n, share, rho, mixtures.better) - limit_better
 
     # a point no side rejects: the observed ratio (clamped into the searched range)
     point = _observed_ratio(x, n, share)
     point = min(max(point, _RHO_MIN * 2), _RHO_MAX / 2)
-    low = 0.0 if not rejects_worse(_RHO_MIN) else edge(point, _RHO_MIN, rejects_worse)
-    high = math.inf if not rejects_better(_RHO_MAX) else edge(point, _RHO_MAX, rejects_better)
+    at_min = rejects_worse(_RHO_MIN)
+    low = 0.0 if at_min < 0 else _crossing(point, _RHO_MIN, at_min, rejects_worse)
+    at_max = rejects_better(_RHO_MAX)
+    high = math.inf if at_max < 0 else _crossing(point, _RHO_MAX, at_max, rejects_better)
     return low, max(low, high)
+
+
+def _crossing(inside: float, outside: float, f_outside: float,
+              margin: Callable[[float], float]) -> float:
+    """Where ``margin`` (monotone in log ρ, < 0 at ``inside``, ≥ 0 at ``outside``) crosses
+    zero: regula falsi with the Illinois step, kept inside its bracket; ~0.3% precision."""
+    a, b = math.log(inside), math.log(outside)
+    fa, fb = margin(inside), f_outside
+    if fa >= 0:
+        return inside
+    side = 0
+    for _ in range(_STEPS):
+        if abs(b - a) < 3e-3:
+            break
+        c = b - fb * (b - a) / (fb - fa) if fb != fa else (a + b) / 2
+        if not min(a, b) < c < max(a, b):
+            c = (a + b) / 2
+        fc = margin(math.exp(c))
+        if fc >= 0:  # rejected: the crossing lies between a and c
+            b, fb = c, fc
+            if side == 1:
+                fa /= 2
+            side = 1
+        else:
+            a, fa = c, fc
+            if side == -1:
+                fb /= 2
+            side = -1
+    return math.exp(b)
 
 
 def _observed_ratio(x: float, n: float, share: float) -> float:
@@ -159,19 +184,36 @@ def _observed_ratio(x: float, n: float, share: float) -> float:
 
 @dataclass(frozen=True)
 class Judgement:
-    """One sequential comparison: canary vs stable counts against a null ratio."""
+    """One sequential comparison: canary vs stable counts against a null ratio.  The
+    decisions are made at once; the interval is found (a root search) only when read."""
 
     worse: bool  # evidence that the ratio is above the null
     better: bool  # evidence that it is below
-    ratio: float  # the observed ratio of rates (canary / stable)
-    low: float  # anytime-valid interval for the ratio
-    high: float
-    events: float  # events of both versions behind it
+    x: int  # canary events
+    n: int  # events of both versions
+    share: float  # the canary's share of the requests
     alpha: float
+    alpha_worse: float
+    mixtures: Mixtures
+    log_e_worse: float  # the evidence for "worse" (its log e-value)
 
     @property
     def decided(self) -> bool:
         return self.worse or self.better
+
+    @property
+    def ratio(self) -> float:
+        """The observed ratio of rates (canary / stable)."""
+        if self.n <= 0 or self.x <= 0:
+            return 0.0
+        if self.x >= self.n:
+            return math.inf
+        return _observed_ratio(self.x, self.n, self.share)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return ratio_bounds(self.x, self.n, self.share, self.alpha, self.mixtures,
+                            alpha_worse=self.alpha_worse)
 
 
 def judge(canary_events: float, canary_trials: float, stable_events: float,
@@ -184,10 +226,24 @@ def judge(canary_events: float, canary_trials: float, stable_events: float,
     x, n = round(canary_events), round(canary_events) + round(stable_events)
     share = canary_trials / (canary_trials + stable_trials)
     a_worse = alpha if alpha_worse is None else alpha_worse
-    worse = log_e_value(x, n, share, null_ratio, mixtures.worse) >= math.log(1.0 / a_worse)
+    log_worse = log_e_value(x, n, share, null_ratio, mixtures.worse)
+    worse = log_worse >= math.log(1.0 / a_worse)
     better = log_e_value(x, n, share, null_ratio, mixtures.better) >= math.log(1.0 / alpha)
-    low, high = ratio_bounds(x, n, share, alpha, mixtures, alpha_worse=a_worse)
-    ratio = _observed_ratio(x, n, share) if n > 0 and x > 0 else 0.0
-    if x >= n > 0:
-        ratio = math.inf
-    return Judgement(worse, better, ratio, low, high, float(n), alpha)
+    return Judgement(worse, better, x, n, share, alpha, a_worse, mixtures, log_worse)
+
+
+MIXTURES = {"errors": ERRORS, "latency": LATENCY}
+
+
+def interval_text(x: int, n: int, share: float, alpha: float, alpha_worse: float,
+                  family: str, null: str) -> str:
+    """``ratio 5.2, anytime-valid [1.8, 11] vs 1 (α=1%)``, from the counts (the shape
+    sequential results keep in the state, so the interval is found only when shown)."""
+    j = Judgement(False, False, x, n, share, alpha, alpha_worse, MIXTURES[family], 0.0)
+    low, high = j.bounds
+
+    def num(v: float) -> str:
+        return "∞" if math.isinf(v) else f"{v:.3g}"
+
+    return (f"ratio {num(j.ratio)}, anytime-valid [{num(low)}, {num(high)}] vs {null} "
+            f"(α={alpha:.2%})".replace(".00%", "%"))

@@ -267,6 +267,8 @@ class RolloutState:
     undecided: dict[str, float] = field(default_factory=dict)
     # mandatory criterion id → start of the evidence it has passed on without a break
     passing: dict[str, float] = field(default_factory=dict)
+    # criterion id → end of the round it last failed in: its window starts there again
+    criteria_since: dict[str, float] = field(default_factory=dict)
     last_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     stages: list[StageRecord] = field(default_factory=list)
     baseline: dict[str, RefValue] = field(default_factory=dict)

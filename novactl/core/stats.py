@@ -18,9 +18,10 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
-def wilson_interval(successes: int, trials: int, confidence: float = 0.95
+def wilson_interval(successes: float, trials: float, confidence: float = 0.95
                     ) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (well-behaved near 0% and 100%)."""
+    """Wilson score interval for a binomial proportion (well-behaved near 0% and 100%).
+    Counts may be fractional (Prometheus extrapolates ``increase``)."""
     if trials <= 0:
         return (0.0, 1.0)
     z = _z(confidence)
