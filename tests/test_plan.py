@@ -45,7 +45,12 @@ def test_seed_plan_rollback_triggers_tighten_per_stage(seed) -> None:
     assert _checks(seed, "canary", CheckRole.ROLLBACK)["p95-latency-threshold"] == \
         "p95_latency > 200ms for 10m"
     assert _checks(seed, "medium", CheckRole.ROLLBACK)["performance regression above 10%"] == \
-        "p95_latency > +10% stable for 10m"
+        "p95_latency > +10% stable sequential"
+    for stage in ("canary", "small", "medium"):  # what a 1% threshold cannot see at 1%
+        assert _checks(seed, stage, CheckRole.ROLLBACK)["error regression vs production"] == \
+            "error_rate > stable sequential"
+    assert all(not c.condition.sequential for c in seed.stages[3].checks)  # 100%: no stable
+    assert all(s.duration.max is not None for s in seed.stages)  # undecided → escalated
     for stage in ("canary", "small", "medium", "full"):
         events = _checks(seed, stage, CheckRole.ROLLBACK)
         assert {"critical error detected", "data loss event", "security incident"} <= set(events)
@@ -55,7 +60,10 @@ def test_seed_plan_criteria_targets_signals_and_approvals(seed) -> None:
     canary = seed.stages[0]
     error = next(c for c in canary.checks if c.name == "error rate")
     assert error.target is not None and error.target.value == pytest.approx(0.0005)
-    assert len(_checks(seed, "canary", CheckRole.MANDATORY)) == 8
+    mandatory = _checks(seed, "canary", CheckRole.MANDATORY)
+    assert len(mandatory) == 10  # the seed's 8, and the canary-vs-production comparison
+    assert mandatory["errors no worse than production"] == "error_rate <= 2x stable sequential"
+    assert mandatory["p95 no slower than production"] == "p95_latency <= +10% stable sequential"
     assert "support ticket rate unchanged" in _checks(seed, "canary", CheckRole.DESIRABLE)
     pause = _checks(seed, "canary", CheckRole.PAUSE)
     assert pause["customer complaints"] == "customer_complaints > 10 over 1d"

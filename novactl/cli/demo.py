@@ -36,7 +36,7 @@ def command(
                                          "errors, +300 ms latency, or critical errors.")]
     = Fault.none,
     rps: Annotated[int, typer.Option("--rps", min=20, max=1000,
-                                     help="Load sent through the router.")] = 150,
+                                     help="Load sent through the router.")] = 300,
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", help="Keep the demo's state here (default: a temporary directory).",
         show_default=False)] = None,
