@@ -134,9 +134,10 @@ def explain(brief: dict[str, Any], op: str, dimension: Dimension, relative: str 
     problem = brief.get("problem")
     sequential = brief.get("sequential")
     if problem:
-        if sequential:
+        if sequential:  # the counts already say where; the interval follows them
             return (f"{problem}: {sequential['counts']} over "
-                    f"{format_duration(brief.get('window', 0.0))}: {_interval(sequential)}")
+                    f"{format_duration(brief.get('window', 0.0))}: "
+                    f"{_interval({**sequential, 'prefix': ''})}")
         return str(problem)
     value, threshold = brief.get("value"), brief.get("threshold")
     if value is None or threshold is None:
