@@ -104,24 +104,34 @@ def count_above(buckets: Buckets, bound: float) -> float | None:
     return None
 
 
-def fraction_above(buckets: Buckets, value: float) -> float:
-    """Share of observations above ``value``, interpolated linearly inside its bucket (the
-    assumption ``histogram_quantile`` makes: observations spread evenly in a bucket)."""
+def _bucket_of(buckets: Buckets, value: float
+               ) -> tuple[float, float, float, float, float] | None:
+    """(lower bound, count up to it, upper bound, count up to it, total) of the bucket
+    ``value`` falls in (the lowest starts at 0); None past the last bound or when empty."""
     n = total(buckets)
     if n <= 0:
-        return math.nan
+        return None
     below_bound, below_count = 0.0, 0.0
     for upper, count in buckets:
         if value <= upper:
-            if math.isinf(upper):  # above the highest finite bound: nothing to interpolate
-                return (n - below_count) / n
-            if upper <= below_bound:
-                return (n - count) / n
-            share = (value - below_bound) / (upper - below_bound) if value > below_bound \
-                else 0.0
-            return (n - (below_count + share * (count - below_count))) / n
+            return below_bound, below_count, upper, count, n
         below_bound, below_count = upper, count
-    return 0.0
+    return None
+
+
+def fraction_above(buckets: Buckets, value: float) -> float:
+    """Share of observations above ``value``, interpolated linearly inside its bucket (the
+    assumption ``histogram_quantile`` makes: observations spread evenly in a bucket)."""
+    found = _bucket_of(buckets, value)
+    if found is None:
+        return math.nan if total(buckets) <= 0 else 0.0
+    lower, below, upper, count, n = found
+    if math.isinf(upper):  # above the highest finite bound: nothing to interpolate
+        return (n - below) / n
+    if upper <= lower:
+        return (n - count) / n
+    share = (value - lower) / (upper - lower) if value > lower else 0.0
+    return (n - (below + share * (count - below))) / n
 
 
 def fraction_above_smooth(buckets: Buckets, value: float) -> float:
@@ -132,23 +142,18 @@ def fraction_above_smooth(buckets: Buckets, value: float) -> float:
     :func:`fraction_above` where that cannot be done (an empty side, a bound at 0)."""
     from statistics import NormalDist
 
-    n = total(buckets)
-    if n <= 0:
-        return math.nan
-    below_bound, below_count = 0.0, 0.0
-    for upper, count in buckets:
-        if value <= upper:
-            if math.isinf(upper) or below_bound <= 0 or value <= below_bound:
-                return fraction_above(buckets, value)
-            lo_share, hi_share = below_count / n, count / n  # CDF at the bucket's bounds
-            if not (0 < lo_share < 1 and 0 < hi_share < 1) or hi_share <= lo_share:
-                return fraction_above(buckets, value)
-            normal = NormalDist()
-            z_lo, z_hi = normal.inv_cdf(lo_share), normal.inv_cdf(hi_share)
-            where = math.log(value / below_bound) / math.log(upper / below_bound)
-            return 1.0 - normal.cdf(z_lo + (z_hi - z_lo) * where)
-        below_bound, below_count = upper, count
-    return 0.0
+    found = _bucket_of(buckets, value)
+    if found is None:
+        return fraction_above(buckets, value)
+    lower, below, upper, count, n = found
+    lo_share, hi_share = below / n, count / n  # the CDF at the bucket's bounds
+    if (math.isinf(upper) or lower <= 0 or value <= lower or not 0 < lo_share < 1
+            or not 0 < hi_share < 1 or hi_share <= lo_share):
+        return fraction_above(buckets, value)
+    normal = NormalDist()
+    z_lo, z_hi = normal.inv_cdf(lo_share), normal.inv_cdf(hi_share)
+    where = math.log(value / lower) / math.log(upper / lower)
+    return 1.0 - normal.cdf(z_lo + (z_hi - z_lo) * where)
 
 
 def choose_bound(buckets: Buckets, q: float) -> float | None:
