@@ -504,7 +504,7 @@ def _gates_held(ctx: _Ctx) -> bool:
     mandatory = any(c.role is CheckRole.MANDATORY for c in stage.checks)
     sustained = (not mandatory and baked) or (
         s.streak_since is not None and now - s.streak_since >= stage.sustain_for
-        and not _undecided_criteria(ctx)
+        and not rounds.undecided_criteria(ctx.stage, ctx.s)
     )
     return baked and sustained
 
@@ -522,7 +522,7 @@ def _try_advance(ctx: _Ctx) -> bool | Wait | None:
             text = (f"stage {stage.name} has run {format_duration(now - start)} (maximum "
                     f"{format_duration(limit)}) without its mandatory criteria holding for "
                     f"{format_duration(stage.sustain_for)}")
-            undecided = _undecided_criteria(ctx)
+            undecided = rounds.undecided_criteria(ctx.stage, ctx.s)
             if undecided:
                 text += f"; still undecided: {', '.join(undecided)}"
             ctx.emit("stage.escalated", "warning", f"Stage {stage.name} needs a decision", text)
@@ -595,7 +595,7 @@ def _bake_text(ctx: _Ctx) -> str:
                      f"{format_duration(stage.sustain_for)}")
         if s.streak_since is None and s.streak_broken_by:
             parts.append(f"not holding: {s.streak_broken_by}")
-        undecided = _undecided_criteria(ctx)
+        undecided = rounds.undecided_criteria(ctx.stage, ctx.s)
         if undecided and s.last_results:
             parts.append(f"undecided yet: {', '.join(undecided)}")
     return "; ".join(parts)
@@ -1183,7 +1183,7 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
     if post:
         _post_criteria(ctx, checks_by_id, results, rollback_window_open)
         return
-    _update_streak(ctx, rec, checks_by_id, results, now, start)
+    rounds.update_streak(s, rec, checks_by_id, results, now, start)
     for result in results:
         if result.role is CheckRole.DESIRABLE and result.verdict is Verdict.FAIL:
             tally = rec.tallies[result.check_id]
@@ -1196,63 +1196,6 @@ def _apply_round(ctx: _Ctx, checks: tuple[Check, ...], observations: list[Observ
 
 def _noted(result: CheckResult, note: str) -> CheckResult:
     return dataclasses.replace(result, note=f"{result.note}; {note}" if result.note else note)
-
-
-def _update_streak(ctx: _Ctx, rec: StageRecord, checks: dict[str, Check],
-                   results: list[CheckResult], now: float, start: float) -> None:
-    """The sustained streak of mandatory criteria (docs/gates.md, "Criteria and sustain").
-
-    Each criterion is shown passing since the start of the window of the round that first
-    passed it after its last failure (``s.passing``); the streak is the time all of them
-    have been, from the latest of those starts.  A failed round breaks a criterion's run.
-    An undecided one does not while deciding it is a matter of time — a criterion short of
-    samples or data (for up to rounds.MAX_POOL), or whose interval still straddles its
-    threshold over less than MAX_POOL of requests, is measured over a longer window next
-    round; a sequential one accumulates the stage — and when that evidence passes, it
-    covers the rounds it was undecided for.  Undecided for another reason (a missing
-    reference), or for longer than that, breaks it.  The stage advances only once every
-    criterion's latest round passed."""
-    s = ctx.s
-    mandatory = [r for r in results if r.role is CheckRole.MANDATORY]
-    if not mandatory:
-        return
-    breaking, waiting = [], []
-    for r in mandatory:
-        sequential = checks[r.check_id].condition.sequential
-        if r.verdict is Verdict.PASS:
-            s.passing.setdefault(r.check_id, now - r.window)
-            continue
-        since = s.undecided.get(r.check_id)
-        pooled = r.verdict is Verdict.INCONCLUSIVE and (
-            sequential
-            or (r.short and since is not None and now - since <= rounds.MAX_POOL)
-            or (r.close and r.window < rounds.MAX_POOL))
-        if pooled:
-            waiting.append(r)
-        else:
-            s.passing.pop(r.check_id, None)
-            breaking.append(r)
-    was = s.streak_since
-    held = [s.passing.get(r.check_id) for r in mandatory]
-    s.streak_since = None if None in held else max(start, *(t for t in held if t is not None))
-    if was is not None and s.streak_since != was:
-        rec.longest_streak = max(rec.longest_streak, now - was)
-    if s.streak_since is not None:
-        rec.longest_streak = max(rec.longest_streak, now - s.streak_since)
-    blame = breaking or ([] if s.streak_since is not None else waiting)
-    s.streak_broken_by = (f"{blame[0].name}: {blame[0].verdict.value} ({blame[0].reason})"
-                          if blame else "")
-
-
-def _undecided_criteria(ctx: _Ctx) -> list[str]:
-    """Mandatory criteria whose latest round did not decide (the stage waits for them)."""
-    out = []
-    for check in ctx.stage.checks:
-        if check.role is CheckRole.MANDATORY:
-            brief = ctx.s.last_results.get(check.id)
-            if brief is None or brief.get("verdict") != Verdict.PASS:
-                out.append(check.name)
-    return out
 
 
 def _handle_signals(ctx: _Ctx) -> bool:

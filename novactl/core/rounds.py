@@ -29,9 +29,10 @@ from novactl.core.judges import accumulate
 from novactl.core.observations import Observation, ObsKey
 from novactl.core.state import Paired, RolloutState, StageRecord
 from novactl.plan._expr import RefKind
-from novactl.plan._model import Check, CheckRole, Plan
+from novactl.plan._model import Check, CheckRole, Plan, StageSpec
 
-__all__ = ["MAX_POOL", "check_windows", "note_round", "observation_requests", "pair_round"]
+__all__ = ["MAX_POOL", "check_windows", "note_round", "observation_requests", "pair_round",
+           "undecided_criteria", "update_streak"]
 
 MAX_POOL = 86400.0  # a criterion slides over, and an undecided check pools, at most a day
 CRITERIA = (CheckRole.MANDATORY, CheckRole.DESIRABLE)
@@ -123,3 +124,59 @@ def note_round(s: RolloutState, checks: Mapping[str, Check], results: Iterable[C
             s.undecided.pop(result.check_id, None)
         if result.verdict is Verdict.FAIL and result.role in CRITERIA:
             s.criteria_since[result.check_id] = now
+
+
+def update_streak(s: RolloutState, rec: StageRecord, checks: Mapping[str, Check],
+                  results: Iterable[CheckResult], now: float, start: float) -> None:
+    """The sustained streak of mandatory criteria (docs/gates.md, "Criteria and sustain").
+
+    Each criterion is shown passing since the start of the window of the round that first
+    passed it after its last failure (``s.passing``); the streak is the time all of them
+    have been, from the latest of those starts.  A failed round breaks a criterion's run.
+    An undecided one does not while deciding it is a matter of time — a criterion short of
+    samples or data (for up to MAX_POOL), or whose interval still straddles its threshold
+    over less than MAX_POOL of requests, is measured over a longer window next round; a
+    sequential one accumulates the stage — and when that evidence passes, it covers the
+    rounds it was undecided for.  Undecided for another reason (a missing reference), or
+    for longer than that, breaks it.  The stage advances only once every criterion's
+    latest round passed (:func:`undecided_criteria`)."""
+    mandatory = [r for r in results if r.role is CheckRole.MANDATORY]
+    if not mandatory:
+        return
+    breaking, waiting = [], []
+    for r in mandatory:
+        sequential = checks[r.check_id].condition.sequential
+        if r.verdict is Verdict.PASS:
+            s.passing.setdefault(r.check_id, now - r.window)
+            continue
+        since = s.undecided.get(r.check_id)
+        pooled = r.verdict is Verdict.INCONCLUSIVE and (
+            sequential
+            or (r.short and since is not None and now - since <= MAX_POOL)
+            or (r.close and r.window < MAX_POOL))
+        if pooled:
+            waiting.append(r)
+        else:
+            s.passing.pop(r.check_id, None)
+            breaking.append(r)
+    was = s.streak_since
+    held = [s.passing.get(r.check_id) for r in mandatory]
+    s.streak_since = None if None in held else max(start, *(t for t in held if t is not None))
+    if was is not None and s.streak_since != was:
+        rec.longest_streak = max(rec.longest_streak, now - was)
+    if s.streak_since is not None:
+        rec.longest_streak = max(rec.longest_streak, now - s.streak_since)
+    blame = breaking or ([] if s.streak_since is not None else waiting)
+    s.streak_broken_by = (f"{blame[0].name}: {blame[0].verdict.value} ({blame[0].reason})"
+                          if blame else "")
+
+
+def undecided_criteria(stage: StageSpec, s: RolloutState) -> list[str]:
+    """Mandatory criteria whose latest round did not pass (the stage waits for them)."""
+    out = []
+    for check in stage.checks:
+        if check.role is CheckRole.MANDATORY:
+            brief = s.last_results.get(check.id)
+            if brief is None or brief.get("verdict") != Verdict.PASS:
+                out.append(check.name)
+    return out
