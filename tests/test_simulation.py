@@ -113,6 +113,10 @@ class Simulation:
         return [e for e in self.store.audit if e["action"] == name]
 
 
+    def state_phase(self) -> Phase | None:
+        state = self.store.load()
+        return state.phase if state is not None else None
+
     def requests(self, query: ProbeQuery) -> object:
         """Request metrics from the synthetic streams (availability: the successes)."""
         answer = self.service.answer(query)
@@ -290,3 +294,33 @@ def test_a_fivefold_error_regression_at_one_percent_is_rolled_back_in_minutes() 
     minutes = (rollback.detected_at - canary.bake_started_at) / 60
     assert minutes <= 15, minutes  # ~1,500 canary requests: about three 1-minute rounds
     assert sim.traffic.world.weight == 0.0
+
+
+def test_after_promotion_a_worse_error_rate_and_cost_are_reported_and_pause_retirement(
+        ) -> None:
+    # the issue's case: after promotion, 0.2% errors and +50% cost for three days
+    def world(sim: Simulation, query: ProbeQuery, day: float) -> object:
+        if query.metric == "cost_per_hour" and sim.state_phase() is Phase.PROMOTED:
+            return 150.0
+        return healthy(sim, query, day)
+
+    sim = Simulation(world)
+    sim.run(until_day=0.01)  # stage 1 begins; then promoted by hand, skipping the stages
+    sim.runner.command(machine.request_promotion, "alice", actor="alice", action="promote",
+                       reason="fast path", force=True)
+    # from here on v3.0.0 answers as the stable: 0.2% errors
+    sim.service.behaviour["stable"] = Behaviour(error_rate=0.002)
+    result = sim.run(until_day=3)
+    state = result.state
+    assert state.phase is Phase.PROMOTED
+    failed = {e["details"].get("check"): e for e in sim.store.audit
+              if e["action"] == "criterion.failed"}
+    assert {"mandatory:error rate", "desirable:cost trend"} <= set(failed)
+    assert failed["mandatory:error rate"]["details"]["severity"] == "critical"
+    assert failed["desirable:cost trend"]["details"]["severity"] == "warning"
+    # inside the 7-day rollback window a failing mandatory criterion asks a human, and
+    # v2.9.0 is not retired meanwhile (its grace period of 24 h is long over)
+    assert state.paused is not None and state.paused.kind == "criterion"
+    assert state.retired_at is None and result.wait.human
+    pages = [m.event for m in sim.notifiers["pagerduty"].messages]
+    assert "rollout.paused" in pages
