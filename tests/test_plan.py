@@ -109,8 +109,8 @@ BASE = DEMO_PLAN.read_text()
      "spec.stages[1].weight", "valid number"),
     ("weights down", "      weight: 50\n", "      weight: 10\n",
      "spec.stages[2].weight", "weights must not go down"),
-    ("unknown metric", "check: error_rate < 1%, target: < 0.5%}",
-     "check: eror_rate < 1%, target: < 0.5%}", "criteria.mandatory[0].check",
+    ("unknown metric", "check: error_rate < 5%, target: < 0.5%}",
+     "check: eror_rate < 5%, target: < 0.5%}", "criteria.mandatory[0].check",
      "unknown metric 'eror_rate' (did you mean 'error_rate'?)"),
     ("for longer than stage", "check: error_rate > 5% for 4s}", "check: error_rate > 5% for 1h}",
      "spec.stages[0].rollback[0].check", "longer than stage 'canary'"),
@@ -154,7 +154,7 @@ def test_mistakes_are_named_with_file_line_and_field(
 
 
 def test_expression_errors_point_at_the_column(tmp_path: Path) -> None:
-    text = BASE.replace("check: error_rate < 1%, target: < 0.5%}", "check: error_rate < 1qq}")
+    text = BASE.replace("check: error_rate < 5%, target: < 0.5%}", "check: error_rate < 1qq}")
     with pytest.raises(PlanError) as info:
         load_plan_text(text, "p.yaml")
     issue = info.value.issues[0]
@@ -164,7 +164,7 @@ def test_expression_errors_point_at_the_column(tmp_path: Path) -> None:
 
 def test_several_issues_are_reported_together(tmp_path: Path) -> None:
     text = BASE.replace("      weight: 50\n", "      weight: 10\n").replace(
-        "check: error_rate < 1%, target: < 0.5%}", "check: eror_rate < 1%}")
+        "check: error_rate < 5%, target: < 0.5%}", "check: eror_rate < 1%}")
     with pytest.raises(PlanError) as info:
         load_plan_text(text, "p.yaml")
     assert len(info.value.issues) == 2
