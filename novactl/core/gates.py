@@ -331,7 +331,7 @@ def _against(check: Check, obs: Observation, threshold: float) -> tuple[bool | N
     kind = check.metric.kind
     if kind is MetricKind.RATIO and obs.events is not None and obs.trials:
         lo, hi = wilson_interval(obs.events, obs.trials, CONFIDENCE)
-        scale = value / (obs.events / obs.trials) if obs.events else 1.0
+        scale = check.metric.scale  # counts → the value's unit, as the probe scaled it
         lo, hi, dim = lo * scale, hi * scale, check.dimension
         text = f"{CONFIDENCE:.0%} interval {format_value(lo, dim)}–{format_value(hi, dim)}"
         above, below = lo > threshold, hi < threshold

@@ -28,10 +28,9 @@ from novactl.core.gates import CheckResult, References, ResultFn
 from novactl.core.observations import Observation
 from novactl.core.sequential import ERRORS, LATENCY, Judgement, judge
 from novactl.core.state import Paired
-from novactl.plan._expr import ThresholdKind
 from novactl.plan._model import Check, MetricKind, MetricSpec
 
-__all__ = ["DISTRIBUTION_QUANTILES", "accumulate", "judge_check", "null_factor"]
+__all__ = ["DISTRIBUTION_QUANTILES", "accumulate", "judge_check"]
 
 #: Where a distribution-wide latency check compares (each at α/3 for "worse").
 DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.99)
@@ -64,16 +63,15 @@ def accumulate(paired: Paired, metric: MetricSpec, canary: Observation | None,
             paired.calibration_bounds, paired.calibration_counts = _store(stable.buckets)
             paired.until = end  # the next window starts here; this one is not counted
             return True
-        else:
-            mine = _buckets(paired.bounds, paired.canary_counts)
-            theirs = _buckets(paired.bounds, paired.stable_counts)
-            new_canary = histogram.add(mine, canary.buckets)
-            new_stable = histogram.add(theirs, stable.buckets)
-            common = {b for b, _ in new_canary} & {b for b, _ in new_stable}
-            new_canary = tuple(p for p in new_canary if p[0] in common)
-            new_stable = tuple(p for p in new_stable if p[0] in common)
-            paired.bounds, paired.canary_counts = _store(new_canary)
-            _, paired.stable_counts = _store(new_stable)
+        mine = _buckets(paired.bounds, paired.canary_counts)
+        theirs = _buckets(paired.bounds, paired.stable_counts)
+        new_canary = histogram.add(mine, canary.buckets)
+        new_stable = histogram.add(theirs, stable.buckets)
+        common = {b for b, _ in new_canary} & {b for b, _ in new_stable}
+        new_canary = tuple(p for p in new_canary if p[0] in common)
+        new_stable = tuple(p for p in new_stable if p[0] in common)
+        paired.bounds, paired.canary_counts = _store(new_canary)
+        _, paired.stable_counts = _store(new_stable)
     else:
         counts = (canary.events, canary.trials, stable.events, stable.trials)
         if any(c is None or not math.isfinite(c) or c < 0 for c in counts):
@@ -89,12 +87,6 @@ def accumulate(paired: Paired, metric: MetricSpec, canary: Observation | None,
 
 
 # --------------------------------------------------------------------------- judge
-
-
-def null_factor(check: Check) -> float:
-    """The threshold as a multiple of the stable's: 1.5 for ``+50% stable``."""
-    spec = check.condition.threshold
-    return spec.value if spec.kind is ThresholdKind.FACTOR else 1.0 + spec.value
 
 
 def judge_check(check: Check, paired: Paired | None, refs: References, result: ResultFn
@@ -148,7 +140,7 @@ def _judge_errors(check: Check, paired: Paired, result: ResultFn) -> CheckResult
         return result(None, short, sample_size=c_all, ref_sample_size=s_all)
     if c_all <= 0 or s_all <= 0:
         return result(None, "sequential: no requests on one side")
-    factor = null_factor(check)
+    factor = check.condition.threshold.multiple
     j = judge(c_err, c_all, s_err, s_all, factor, check.alpha, ERRORS)
     dim = check.dimension
     canary_rate, stable_rate = c_err / c_all, s_err / s_all
@@ -175,7 +167,7 @@ def _judge_latency(check: Check, paired: Paired, result: ResultFn) -> CheckResul
     if not bounds:
         return result(None, "sequential: the stable's histogram has no bucket bound with "
                             "requests on both sides to compare at")
-    factor = null_factor(check)
+    factor = check.condition.threshold.multiple
     dim = check.dimension
     judgements: list[tuple[float, Judgement]] = []
     for bound in bounds:

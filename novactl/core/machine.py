@@ -461,7 +461,7 @@ def _requests(ctx: _Ctx, rec: StageRecord, checks: tuple[Check, ...], eval_windo
     refs = _references(ctx)
     windows = rounds.check_windows(checks, ctx.s, rec, refs, eval_window, now, start,
                                    stage=ctx.s.phase is Phase.STAGE)
-    return rounds.observation_requests(ctx.plan, ctx.s, checks, windows, refs, eval_window,
+    return rounds.observation_requests(ctx.s, checks, windows, refs, eval_window,
                                        promoted=ctx.s.phase is Phase.PROMOTED)
 
 

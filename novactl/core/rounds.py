@@ -60,7 +60,7 @@ def check_windows(checks: Iterable[Check], s: RolloutState, rec: StageRecord, re
     return out
 
 
-def observation_requests(plan: Plan, s: RolloutState, checks: Iterable[Check],
+def observation_requests(s: RolloutState, checks: Iterable[Check],
                          windows: Mapping[str, float], refs: References, eval_window: float,
                          *, promoted: bool) -> tuple[ObsRequest, ...]:
     """What to ask the probes: every check's window, the stable's where a check compares

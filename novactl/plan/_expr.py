@@ -90,15 +90,21 @@ class Threshold:
     reference: Reference | None = None
     unit: str = ""  # as written, for display
 
+    @property
+    def multiple(self) -> float:
+        """A relative threshold as a multiple of its reference: 1.5 for ``+50% stable``,
+        2 for ``2x stable`` (an absolute one is its own value)."""
+        if self.kind is ThresholdKind.CHANGE:
+            return 1.0 + self.value
+        return self.value
+
     def resolve(self, reference_value: float | None) -> float | None:
         """The absolute threshold, given the reference's value (if relative)."""
         if self.kind is ThresholdKind.ABSOLUTE:
             return self.value
         if reference_value is None:
             return None
-        if self.kind is ThresholdKind.FACTOR:
-            return self.value * reference_value
-        return reference_value * (1.0 + self.value)
+        return self.multiple * reference_value
 
     def describe(self, dimension: Dimension) -> str:
         if self.kind is ThresholdKind.ABSOLUTE:

@@ -284,9 +284,7 @@ def _sequential_issues(plan: Plan, index: int | None, cond: Condition, metric: M
                            "sequential'"))
     if cond.op in ("==", "!="):
         issues.append((at, "'sequential' needs <, <=, > or >="))
-    factor = (threshold.value if threshold.kind is ThresholdKind.FACTOR
-              else 1.0 + threshold.value)
-    if factor <= 0:
+    if threshold.multiple <= 0:
         issues.append((at, "'sequential' compares rates: the multiple of the stable's must "
                            "be above 0"))
     if cond.for_ is not None or cond.over is not None:
